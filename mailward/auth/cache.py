@@ -1,0 +1,140 @@
+"""The verified-credential cache: repeated AUTH for the same user costs a hash, not a KDF.
+
+Owns a bounded, time-limited memory of (profile, user, password) triples that a profile
+verified successfully, the way Dovecot's auth cache does. Entries are keyed by
+HMAC-SHA256(key, profile|user|password) under a per-process random key, so the cache never
+holds a password or anything a stolen memory dump could crack offline faster than the
+real store. It stores positive results only: a negative cache would let one typo keep a
+user out for the TTL and would make "wrong password" cheaper to test than a real check.
+
+Must not know how a profile verifies a password, nor anything about SMTP.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from .base import AuthOutcome, Credentials, Verdict, password_of
+
+
+def _field(value: str) -> bytes:
+    # Length-prefixed so that ("ab", "c") and ("a", "bc") never collide.
+    raw = value.encode("utf-8", "surrogatepass")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+class CredentialCache:
+    """Positive-only, LRU-bounded, TTL-limited cache of verified credentials.
+
+    ``hit`` and ``store`` are O(1). ``invalidate(profile, user)`` drops every entry of one
+    user of one profile (``profile=None``: of every profile); ``clear()`` drops all.
+    Thread-safe: profiles may touch it from executor threads.
+    """
+
+    def __init__(self, ttl: float = 300.0, max_entries: int = 10000, key: bytes | None = None,
+                 *, clock: Callable[[], float] = time.monotonic):
+        if ttl <= 0 or max_entries <= 0:
+            raise ValueError("ttl and max_entries must be positive")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._key = key if key is not None else os.urandom(32)
+        self._clock = clock
+        self._lock = threading.Lock()
+        # digest -> (expires_at, profile, user); ordered oldest use first.
+        self._entries: OrderedDict[bytes, tuple[float, str, str]] = OrderedDict()
+        self._by_user: dict[tuple[str, str], set[bytes]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"CredentialCache(ttl={self.ttl}, max_entries={self.max_entries}, entries={len(self)})"
+
+    def _digest(self, profile: str, user: str, password: str) -> bytes:
+        msg = _field(profile) + _field(user) + _field(password)
+        return hmac.new(self._key, msg, hashlib.sha256).digest()
+
+    def hit(self, profile: str, user: str, password: str) -> bool:
+        """True when these exact credentials were verified for ``profile`` within the TTL."""
+        d = self._digest(profile, user, password)
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(d)
+            if entry is None:
+                self.misses += 1
+                return False
+            if entry[0] <= now:
+                self._drop(d)
+                self.misses += 1
+                return False
+            self._entries.move_to_end(d)
+            self.hits += 1
+            return True
+
+    def store(self, profile: str, user: str, password: str) -> None:
+        """Remember a successful verification."""
+        d = self._digest(profile, user, password)
+        expires = self._clock() + self.ttl
+        with self._lock:
+            if d in self._entries:
+                self._entries.move_to_end(d)
+            self._entries[d] = (expires, profile, user)
+            self._by_user.setdefault((profile, user), set()).add(d)
+            while len(self._entries) > self.max_entries:
+                self._drop(next(iter(self._entries)))
+
+    def invalidate(self, profile: str | None, user: str) -> int:
+        """Forget ``user`` (in one profile, or in all when ``profile`` is None). Returns the count."""
+        with self._lock:
+            keys = [k for k in self._by_user if k[1] == user and (profile is None or k[0] == profile)]
+            dropped = 0
+            for k in keys:
+                for d in list(self._by_user.get(k, ())):
+                    self._drop(d)
+                    dropped += 1
+            return dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._by_user.clear()
+
+    def _drop(self, d: bytes) -> None:
+        # Caller holds the lock.
+        entry = self._entries.pop(d, None)
+        if entry is None:
+            return
+        k = (entry[1], entry[2])
+        ds = self._by_user.get(k)
+        if ds is not None:
+            ds.discard(d)
+            if not ds:
+                del self._by_user[k]
+
+
+async def verify_with_cache(cache: CredentialCache | None, profile: str, creds: Credentials,
+                            verify: Callable[[], Awaitable[AuthOutcome]]) -> AuthOutcome:
+    """Answer from ``cache`` when possible, else call ``verify`` and keep the cache honest.
+
+    A success is stored; a FAIL for the user clears that user's entries (the password may have
+    changed at the backend); a TEMPFAIL leaves the cache alone (the backend said nothing).
+    Only mechanisms that carry the clear-text password are cached.
+    """
+    password = password_of(creds)
+    if cache is None or password is None:
+        return await verify()
+    if cache.hit(profile, creds.username, password):
+        return AuthOutcome(Verdict.OK, profile, detail="cached")
+    outcome = await verify()
+    if outcome.verdict is Verdict.OK:
+        cache.store(profile, creds.username, password)
+    elif outcome.verdict is Verdict.FAIL:
+        cache.invalidate(profile, creds.username)
+    return outcome

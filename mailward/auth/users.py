@@ -1,0 +1,253 @@
+"""The local users file: names and Argon2id hashes, read, written and watched.
+
+Owns the file format, its permissions, atomic rewrites and reloading when another process
+(``mailward users ...``) changed it. Must not know about SMTP, SASL or the cache; callers
+learn which users changed through ``on_change`` listeners.
+
+Format: one user per line, ``name:$argon2id$v=19$m=...,t=...,p=...$salt$hash``; ``#`` lines
+and blank lines are ignored. Names are UTF-8 without ``:``, whitespace or control characters.
+The file is created 0600 and a file that others can read or anyone but the owner can write
+is refused (the way ssh refuses a loose private key): even Argon2id hashes are an offline
+attack target.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+
+class UserStoreError(Exception):
+    """The users file cannot be used (permissions, syntax, unknown user for passwd/del)."""
+
+
+def default_hasher() -> PasswordHasher:
+    """Argon2id with RFC 9106's second recommended option (64 MiB, t=3, p=4).
+
+    About 40-60 ms per verification on a current core: slow enough to make offline guessing
+    expensive, fast enough because the credential cache absorbs repeated logins.
+    """
+    return PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4, hash_len=32,
+                          salt_len=16, type=Type.ID)
+
+
+def _check_name(name: str) -> str:
+    if not name or len(name) > 256:
+        raise UserStoreError("user name must be 1..256 characters")
+    if any(c == ":" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UserStoreError(f"user name {name!r} must not contain ':', whitespace or control characters")
+    return name
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int       # a chmod changes only ctime, and a loosened mode must be noticed
+    mode: int
+
+
+class UserStore:
+    """A users file with Argon2id hashes.
+
+    ``verify`` always runs one Argon2 verification, against a dummy hash for an unknown user,
+    so that an unknown name and a wrong password cost the same time. Verification runs in a
+    bounded thread pool (argon2-cffi releases the GIL) so the event loop never blocks and the
+    memory cost of concurrent Argon2 runs stays bounded.
+    """
+
+    def __init__(self, path: Path | str, *, hasher: PasswordHasher | None = None,
+                 executor: Executor | None = None, create: bool = False):
+        self.path = Path(path)
+        self.hasher = hasher or default_hasher()
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="argon2")
+        # Same parameters as real hashes: the dummy check must cost what a real one costs.
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(24))
+        self._lock = threading.Lock()
+        self._users: dict[str, str] = {}
+        self._stamp: _Stamp | None = None
+        self._listeners: list[Callable[[frozenset[str]], None]] = []
+        if create and not self.path.exists():
+            self._write({})
+        self._load()
+
+    # -- reading --
+
+    def on_change(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """Call ``listener(names)`` with the users added, changed or removed by a reload."""
+        self._listeners.append(listener)
+
+    def names(self) -> list[str]:
+        self.refresh()
+        with self._lock:
+            return sorted(self._users)
+
+    def __contains__(self, name: object) -> bool:
+        self.refresh()
+        with self._lock:
+            return name in self._users
+
+    def refresh(self) -> frozenset[str]:
+        """Reload if the file changed on disk; returns the names whose entry changed."""
+        try:
+            stamp = self._stat()
+        except FileNotFoundError:
+            raise UserStoreError(f"{self.path}: users file does not exist") from None
+        if stamp == self._stamp:
+            return frozenset()
+        return self._load()
+
+    def _stat(self) -> _Stamp:
+        st = os.stat(self.path)
+        return _Stamp(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+    def _load(self) -> frozenset[str]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise UserStoreError(f"{self.path}: users file does not exist") from None
+        except OSError as exc:
+            raise UserStoreError(f"{self.path}: cannot open: {exc.strerror}") from None
+        with os.fdopen(fd, "r", encoding="utf-8") as f:
+            st = os.fstat(f.fileno())
+            _check_mode(self.path, st.st_mode)
+            text = f.read()
+        users = _parse(self.path, text)
+        with self._lock:
+            old = self._users
+            self._users = users
+            self._stamp = _Stamp(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        changed = frozenset(n for n in set(old) | set(users) if old.get(n) != users.get(n))
+        if changed and old is not users:
+            for listener in self._listeners:
+                listener(changed)
+        return changed
+
+    # -- verifying --
+
+    def verify_sync(self, name: str, password: str) -> bool:
+        """Blocking check; costs one Argon2 verification whether or not the user exists."""
+        with self._lock:
+            stored = self._users.get(name)
+        target = stored if stored is not None else self._dummy_hash
+        try:
+            ok = self.hasher.verify(target, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            ok = False
+        return ok and stored is not None
+
+    async def verify(self, name: str, password: str) -> bool:
+        self.refresh()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.verify_sync, name, password)
+
+    # -- changing (the CLI) --
+
+    def add(self, name: str, password: str) -> None:
+        _check_name(name)
+        _check_password(password)
+        with self._locked_file():
+            users = self._reread()
+            if name in users:
+                raise UserStoreError(f"user {name!r} already exists (use passwd)")
+            users[name] = self.hasher.hash(password)
+            self._write(users)
+        self._load()
+
+    def passwd(self, name: str, password: str) -> None:
+        _check_password(password)
+        with self._locked_file():
+            users = self._reread()
+            if name not in users:
+                raise UserStoreError(f"no user {name!r}")
+            users[name] = self.hasher.hash(password)
+            self._write(users)
+        self._load()
+
+    def delete(self, name: str) -> None:
+        with self._locked_file():
+            users = self._reread()
+            if name not in users:
+                raise UserStoreError(f"no user {name!r}")
+            del users[name]
+            self._write(users)
+        self._load()
+
+    def _reread(self) -> dict[str, str]:
+        if not self.path.exists():
+            return {}
+        _check_mode(self.path, os.stat(self.path).st_mode)
+        return _parse(self.path, self.path.read_text(encoding="utf-8"))
+
+    @contextmanager
+    def _locked_file(self) -> Iterator[None]:
+        # Two `mailward users` commands at once must not lose each other's change.
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write(self, users: dict[str, str]) -> None:
+        """Atomic rewrite: temp file 0600 in the same dir, fsync, rename, fsync the dir."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        body = "".join(f"{n}:{h}\n" for n, h in sorted(users.items()))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("# mailward users: name:argon2id-hash (managed by `mailward users`)\n")
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _check_password(password: str) -> None:
+    if not password:
+        raise UserStoreError("empty password")
+    if "\x00" in password:
+        raise UserStoreError("password must not contain NUL (SASL PLAIN cannot carry it)")
+
+
+def _check_mode(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise UserStoreError(f"{path}: not a regular file")
+    if mode & (stat.S_IRWXO | stat.S_IWGRP):
+        raise UserStoreError(f"{path}: users file must not be readable or writable by others "
+                             f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
+
+
+def _parse(path: Path, text: str) -> dict[str, str]:
+    users: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, hashed = line.partition(":")
+        if not sep or not hashed.startswith("$argon2"):
+            raise UserStoreError(f"{path}:{lineno}: expected name:$argon2id$... ")
+        users[name] = hashed.strip()
+    return users

@@ -1,0 +1,121 @@
+"""The brute-force guard: tarpit growth, lockout, decay, isolation, bounded memory, events."""
+from __future__ import annotations
+
+import asyncio
+
+from mailward.auth.guard import AuthGuard, GuardSettings
+from mailward.maillog.events import SmtpAuthLockout
+from mailward.maillog.sink import ListSink
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**kw):
+    clock = Clock()
+    sink = ListSink()
+    slept: list[float] = []
+
+    async def sleep(d: float) -> None:
+        slept.append(d)
+
+    guard = AuthGuard(GuardSettings(**kw), sink, clock=clock, sleep=sleep)
+    return guard, clock, sink, slept
+
+
+def test_delay_grows_exponentially_and_is_capped():
+    g, clock, _, _ = make(free_failures=3, base_delay=0.5, max_delay=8.0, lockout_failures=100)
+    delays = []
+    for _ in range(10):
+        delays.append(g.delay_for("10.0.0.1", "alice"))
+        g.record_failure("10.0.0.1", "alice")
+        clock.now += 1
+    assert delays == [0, 0, 0, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_delay_sleeps_through_injected_sleep():
+    g, _, _, slept = make(free_failures=1, base_delay=0.25, lockout_failures=100)
+    assert asyncio.run(g.delay("10.0.0.1", "u")) == 0
+    g.record_failure("10.0.0.1", "u")
+    assert asyncio.run(g.delay("10.0.0.1", "u")) == 0.25
+    assert slept == [0.25]
+
+
+def test_lockout_starts_once_logs_event_and_expires():
+    g, clock, sink, _ = make(lockout_failures=5, lockout_seconds=600, window_seconds=900)
+    for i in range(4):
+        assert g.record_failure("10.0.0.1", f"user{i}", icid=40 + i) == []
+    assert g.check("10.0.0.1", "other") is None
+    started = g.record_failure("10.0.0.1", "user9", icid=99)
+    assert [s.scope for s in started] == ["address"]
+    assert sink.of_type(SmtpAuthLockout) == [SmtpAuthLockout(99, "address", "10.0.0.1", 600, 5)]
+    info = g.check("10.0.0.1", "anyone")
+    assert info is not None and info.scope == "address" and info.seconds_left(clock.now) == 600
+    # Further failures during the lockout do not log again.
+    g.record_failure("10.0.0.1", "user9", icid=100)
+    assert len(sink.of_type(SmtpAuthLockout)) == 1
+    clock.now += 601
+    assert g.check("10.0.0.1", "anyone") is None
+
+
+def test_per_user_lockout_catches_distributed_guessing():
+    g, _, sink, _ = make(lockout_failures=4)
+    for i in range(4):
+        g.record_failure(f"192.0.2.{i}", "alice", icid=i)
+    info = g.check("198.51.100.7", "alice")
+    assert info is not None and info.scope == "user" and info.key == "alice"
+    assert g.check("198.51.100.7", "bob") is None
+    assert sink.of_type(SmtpAuthLockout)[0].scope == "user"
+
+
+def test_other_ip_and_other_user_unaffected():
+    g, _, _, _ = make(free_failures=2, lockout_failures=10)
+    for _ in range(50):
+        g.record_failure("10.6.6.6", "victim")
+    assert g.check("10.6.6.6", "x") is not None
+    assert g.check("10.1.1.1", "legit") is None
+    assert g.delay_for("10.1.1.1", "legit") == 0.0
+
+
+def test_failures_decay_after_window():
+    g, clock, _, _ = make(free_failures=2, base_delay=1.0, lockout_failures=100, window_seconds=60)
+    for _ in range(5):
+        g.record_failure("10.0.0.1", "u")
+    assert g.delay_for("10.0.0.1", "u") > 0
+    clock.now += 61
+    assert g.tracked() == (1, 1)
+    assert g.delay_for("10.0.0.1", "u") == 0.0
+    assert g.check("10.0.0.1", "u") is None
+    assert g.tracked() == (0, 0)      # counters found empty are dropped
+
+
+def test_success_clears_user_not_address():
+    g, _, _, _ = make(free_failures=1, base_delay=1.0, lockout_failures=100)
+    for _ in range(3):
+        g.record_failure("10.0.0.1", "alice")
+    g.record_success("10.0.0.1", "alice")
+    assert g.delay_for("10.9.9.9", "alice") == 0.0
+    assert g.delay_for("10.0.0.1", "zed") > 0
+
+
+def test_memory_is_bounded():
+    g, _, _, _ = make(max_keys=100, lockout_failures=1000)
+    for i in range(5000):
+        g.record_failure(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", f"user{i}")
+    assert g.tracked() == (100, 100)
+    # Per key too: the failure history never grows past what the rules look at.
+    for _ in range(5000):
+        g.record_failure("10.0.0.1", "u")
+    assert max(len(c.times) for c in g._ip.counters.values()) <= 1000
+
+
+def test_from_config_reads_the_schema():
+    from mailward.config import AuthGuardConfig
+
+    s = GuardSettings.from_config(AuthGuardConfig(free_failures=1, lockout_seconds=5))
+    assert s.free_failures == 1 and s.lockout_seconds == 5 and s.max_keys == 100_000
