@@ -1,0 +1,48 @@
+"""Wires a ``Reader`` to a ``Correlator`` for one run: host filter, progress, end of input.
+
+Owns the composition used by every command (and the benchmark), so that each command only
+chooses its callbacks. It does not format output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Callable, Iterable
+
+from .correlate import Correlator
+from .model import AuthAttempt, Message
+from .sources import Reader, Stats
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    year: int | None = None
+    hosts: tuple[str, ...] = ()        # glob patterns on the appliance key (serial or host)
+    idle: float = 3600.0
+    keep_lines: bool = False
+
+
+def host_filter(hosts: tuple[str, ...], feed: Callable) -> Callable:
+    if not hosts:
+        return feed
+    seen: dict[str, bool] = {}
+
+    def filtered(app: str, ts, rec) -> None:
+        ok = seen.get(app)
+        if ok is None:
+            ok = seen[app] = any(fnmatchcase(app, h) or fnmatchcase((rec.host or ""), h) for h in hosts)
+        if ok:
+            feed(app, ts, rec)
+
+    return filtered
+
+
+def run(inputs: Iterable[str], opts: Options,
+        on_story: Callable[[Message], None] | None = None,
+        on_auth: Callable[[AuthAttempt], None] | None = None,
+        progress: Callable[[int, int], None] | None = None) -> tuple[Stats, Correlator]:
+    corr = Correlator(on_story=on_story, on_auth=on_auth, idle=opts.idle, keep_lines=opts.keep_lines)
+    reader = Reader(year=opts.year)
+    reader.read(inputs, host_filter(opts.hosts, corr.feed), progress=progress)
+    corr.flush()
+    return reader.stats, corr

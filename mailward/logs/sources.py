@@ -1,0 +1,261 @@
+"""Reading mail_logs from files, rolled files, gzip files and stdin, for one or many appliances.
+
+Owns: opening inputs, the file-form header (``Version: … SN:`` keys the appliance, ``Time offset
+from UTC`` converts local time to UTC), the year of syslog lines (which carry none), counting
+lines read / parsed / unparsed by kind, and turning each line into ``(appliance, utc_seconds,
+record)``. It does not parse line bodies (that is ``mailward.maillog.grammar``, the one grammar)
+and knows nothing of messages or connections (that is ``correlate``).
+
+Appliance key: the serial from the file's ``Version:`` header if the file has one, else the
+syslog host of the line, else ``""`` (one unnamed appliance). Ids restart per appliance, so the
+correlator keys every id by this value.
+
+Year of syslog lines (``Mmm dd HH:MM:SS`` has no year): ``--year`` if given; otherwise the
+year of the file's modification time (stdin: the current year), minus one for lines whose
+month lies after that moment's month (a file written in January holding December lines).
+Syslog lines carry no zone either: they are read as UTC unless a ``Time offset`` is known.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from itertools import chain, islice
+from typing import Callable, Iterable, TextIO
+
+from mailward.maillog.events import TimeOffset, VersionInfo
+from mailward.maillog.grammar import LogRecord, parse_line
+
+from .times import iso, parse_when  # noqa: F401 - re-exported for callers
+
+_EPOCH = datetime(1970, 1, 1)
+_NUM = re.compile(r"\d+")
+
+
+@dataclass
+class Stats:
+    """Counters for ``logs stats`` and the end-of-run summary. Mutable: it is an accumulator."""
+
+    lines: int = 0
+    parsed: int = 0
+    unparsed: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)          # unparsed lines by kind
+    by_appliance: dict[str, list[int]] = field(default_factory=dict)  # key -> [lines, parsed, unparsed]
+    examples: dict[str, str] = field(default_factory=dict)         # one raw example per kind
+    files: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "lines": self.lines, "parsed": self.parsed, "unparsed": self.unparsed,
+            "unparsed_by_kind": dict(sorted(self.by_kind.items(), key=lambda kv: -kv[1])),
+            "appliances": {k or "-": {"lines": v[0], "parsed": v[1], "unparsed": v[2]}
+                           for k, v in self.by_appliance.items()},
+            "files": list(self.files),
+        }
+
+
+def unparsed_kind(record: LogRecord) -> str:
+    """A short, stable name for a line the grammar did not type, for counting.
+
+    Framing failures (no recognisable timestamp/level) and bodies the grammar does not know are
+    kept apart; bodies are named by their first two words with digits folded, so that
+    ``graymail [CONFIG] …`` lines count together.
+    """
+    if record.timestamp is None or record.level is None:
+        raw = record.raw.strip()
+        return "blank" if not raw else "framing"
+    body = (record.unparsed or "").strip()
+    words = body.split(None, 2)[:2]
+    return "body: " + _NUM.sub("N", " ".join(words))[:40] if words else "body: (empty)"
+
+
+def syslog_year(reference: float, month: int) -> int:
+    """Year of a syslog line in ``month`` for a file last written at ``reference`` (epoch s)."""
+    ref = datetime.fromtimestamp(reference, timezone.utc)
+    return ref.year - 1 if month > ref.month else ref.year
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input: a path (``-`` is stdin). ``name`` is what reports show."""
+
+    path: str
+
+    @property
+    def name(self) -> str:
+        return "<stdin>" if self.path == "-" else self.path
+
+
+def open_binary(path: str) -> tuple[io.BufferedIOBase, io.BufferedIOBase, int]:
+    """Return (stream to read, raw file for progress, raw size). ``.gz`` is detected by magic."""
+    if path == "-":
+        return sys.stdin.buffer, sys.stdin.buffer, 0
+    raw = open(path, "rb")
+    size = os.fstat(raw.fileno()).st_size
+    head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw), raw, size  # type: ignore[return-value]
+    return raw, raw, size
+
+
+def text_lines(stream: io.BufferedIOBase) -> TextIO:
+    # Real logs are mostly ASCII; stray bytes must not stop a run, so undecodable bytes become
+    # U+FFFD. newline="\n": a raw CR inside a truncated line is kept as text, not a line break.
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")  # type: ignore[arg-type]
+
+
+class Reader:
+    """Reads inputs in order and hands ``(appliance, utc_seconds, record)`` to a callback.
+
+    The callback style (rather than a generator) keeps the per-line path to one call; use
+    ``iter_records`` when a generator is more convenient. ``progress(done_bytes, total_bytes)``
+    is called every few thousand lines when given.
+    """
+
+    PROGRESS_EVERY = 16384
+
+    def __init__(self, year: int | None = None, keep_header_lines: bool = True) -> None:
+        self.year = year
+        self.stats = Stats()
+        self.keep_header_lines = keep_header_lines
+
+    def read(self, inputs: Iterable[str], handle: Callable[[str, float | None, LogRecord], None],
+             progress: Callable[[int, int], None] | None = None,
+             stop: Callable[[], bool] | None = None) -> Stats:
+        paths = list(inputs)
+        sizes_done = 0
+        total = 0
+        for p in paths:
+            if p != "-":
+                try:
+                    total += os.path.getsize(p)
+                except OSError:
+                    pass
+        for p in paths:
+            stream, raw, size = open_binary(p)
+            try:
+                mtime = time.time() if p == "-" else os.fstat(raw.fileno()).st_mtime
+                self.stats.files.append(Input(p).name)
+                f = text_lines(stream)
+                base = sizes_done
+
+                def file_progress(raw=raw, base=base) -> None:
+                    if progress is not None:
+                        try:
+                            progress(base + raw.tell(), total)
+                        except (OSError, ValueError):
+                            pass
+
+                self.read_lines(f, handle, mtime, file_progress if progress else None, stop)
+                sizes_done += size
+                if progress is not None:
+                    progress(sizes_done, total)
+            finally:
+                if p != "-":
+                    raw.close()
+        return self.stats
+
+    def read_lines(self, lines: Iterable[str], handle: Callable[[str, float | None, LogRecord], None],
+                   mtime: float | None = None, progress: Callable[[], None] | None = None,
+                   stop: Callable[[], bool] | None = None, lookahead: bool = True) -> None:
+        """The per-line loop. Kept flat on purpose: this is where the time goes.
+
+        ``lookahead``: read the first lines ahead to find the ``Version:`` header (off for live
+        tailing, where waiting for lines would delay output)."""
+        stats = self.stats
+        by_kind = stats.by_kind
+        by_app = stats.by_appliance
+        reference = time.time() if mtime is None else mtime
+        fixed_year = self.year
+        serial: str | None = None          # from this file's Version: header
+        offset = 0                         # seconds east of UTC, from Time offset header
+        last_dt = None
+        last_ts: float | None = None
+        last_app: str | None = None
+        app_counts: list[int] = [0, 0, 0]
+        n = 0
+        parse = parse_line
+        every = self.PROGRESS_EVERY
+        # The header (Begin Logfile / Version / Time offset) opens a file: look ahead so that
+        # the header lines themselves are counted under the serial too.
+        it = iter(lines)
+        head = list(islice(it, 4)) if lookahead else []
+        for h in head:
+            hev = parse(h).event
+            if isinstance(hev, VersionInfo):
+                serial = hev.serial
+        for line in chain(head, it):
+            n += 1
+            rec = parse(line)
+            ev = rec.event
+            # Which appliance: serial from header wins; else the syslog host.
+            app = serial if serial is not None else (rec.host or "")
+            if app is not last_app:
+                app_counts = by_app.get(app)  # type: ignore[assignment]
+                if app_counts is None:
+                    app_counts = by_app[app] = [0, 0, 0]
+                last_app = app
+            app_counts[0] += 1
+            if ev is None:
+                app_counts[2] += 1
+                kind = unparsed_kind(rec)
+                by_kind[kind] = by_kind.get(kind, 0) + 1
+                if kind not in stats.examples:
+                    stats.examples[kind] = rec.raw.rstrip("\n")[:300]
+            else:
+                app_counts[1] += 1
+                cls = ev.__class__
+                if cls is VersionInfo:
+                    serial = ev.serial
+                elif cls is TimeOffset:
+                    offset = ev.seconds
+                    last_dt = None
+            dt = rec.timestamp
+            if dt is None:
+                ts = None
+            elif dt is last_dt or dt == last_dt:
+                ts = last_ts
+            else:
+                # Only on a new second: fix the year of syslog lines, then local -> UTC.
+                if rec.subscription is not None or dt.year <= 1900:
+                    year = fixed_year or syslog_year(reference, dt.month)
+                    if dt.year != year:
+                        try:
+                            dt2 = dt.replace(year=year)
+                        except ValueError:  # Feb 29 in a non-leap inferred year
+                            dt2 = dt.replace(year=year, day=28)
+                    else:
+                        dt2 = dt
+                else:
+                    dt2 = dt
+                if dt2.tzinfo is not None:
+                    ts = dt2.timestamp()
+                else:
+                    ts = (dt2 - _EPOCH).total_seconds() - offset
+                last_dt = dt
+                last_ts = ts
+            handle(app, ts, rec)
+            if progress is not None and n % every == 0:
+                progress()
+                if stop is not None and stop():
+                    break
+        stats.lines += n
+        total_unparsed = 0
+        total_parsed = 0
+        # recompute totals from per-appliance counters (cheap, once per file)
+        for v in by_app.values():
+            total_parsed += v[1]
+            total_unparsed += v[2]
+        stats.parsed = total_parsed
+        stats.unparsed = total_unparsed
+
+
+def paths_exist(paths: Iterable[str]) -> list[str]:
+    missing = [p for p in paths if p != "-" and not Path(p).exists()]
+    return missing
