@@ -80,6 +80,8 @@ class Spool:
         self._seg_closed_at: dict[int, float] = {}
         self._maint: asyncio.Task | None = None
         self._lock_fd: int | None = None
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._wakeup_at = 0.0
         self.recovered_torn: dict[int, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -125,6 +127,9 @@ class Spool:
         """Flush pending commits and stop. Idempotent."""
         if self._committer is None:
             return
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
         if self._maint is not None:
             try:
                 await self._maint
@@ -320,10 +325,28 @@ class Spool:
         live = self._index.seg_live.get(n)
         if not live:
             return False
-        live_bytes = sum(self._index.loc[m].body_len + 256 for m in live if m in self._index.loc)
-        mostly_dead = live_bytes <= self.compact_live_fraction * max(self._seg_sizes.get(n, 0), 1)
-        pinned_long = now - self._seg_closed_at.get(n, now) >= self.compact_after
-        return mostly_dead and pinned_long
+        # What a copy would rewrite: inline bodies plus ~a record header and envelope each
+        # (a large body's file is not copied, only its record).
+        live_bytes = sum((0 if loc.large else loc.body_len) + 256
+                         for loc in (self._index.loc.get(m) for m in live) if loc is not None)
+        if live_bytes > self.compact_live_fraction * max(self._seg_sizes.get(n, 0), 1):
+            return False
+        due = self._seg_closed_at.get(n, now) + self.compact_after
+        if now >= due:
+            return True
+        # Not yet: look again when it is due, even if no commit arrives meanwhile.
+        if self._wakeup is None or self._wakeup_at > due:
+            if self._wakeup is not None:
+                self._wakeup.cancel()
+            self._wakeup_at = due
+            self._wakeup = asyncio.get_running_loop().call_later(due - now + 0.01, self._timer)
+        return False
+
+    def _timer(self) -> None:
+        self._wakeup = None
+        self._wakeup_at = 0.0
+        if self._committer is not None:
+            self._schedule_maintenance()
 
     async def _maintain(self) -> None:
         try:
