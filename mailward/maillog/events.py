@@ -132,6 +132,7 @@ class IcidNote(Event):
 
     icid: int
     text: str
+    inline: bool = False    # True: ``text`` is the whole body and the ICID sits inside it
 
 
 # --- SMTP AUTH (inbound, on the ICID) ---------------------------------------------------
@@ -284,6 +285,7 @@ class GeneratedBcc(Event):
     mid: int
     original_mid: int
     filter_name: str
+    legacy: bool = False        # old form ``MID b generated based on MID a ...`` (no "was")
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +300,7 @@ class RewrittenMid(Event):
     mid: int
     new_mid: int
     by: str
+    legacy: bool = False        # old form ``MID a rewritten to b by ...`` (no "MID")
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +309,7 @@ class MidNote(Event):
 
     mid: int
     text: str
+    inline: bool = False    # True: ``text`` is the whole body and the MID sits inside it
 
 
 # --- delivery (DCID) --------------------------------------------------------------------
@@ -355,6 +359,7 @@ class DeliveryStart(Event):
     mid: int
     rids: tuple[int, ...]
     note: str | None = None
+    legacy: bool = False        # old form ``... to [0]`` without "RID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +375,7 @@ class DeliveryResponse(Event):
     mid: int
     rids: tuple[int, ...]
     response: str
+    quote: str = "'"             # "'" (repr style), '"' (always double), "" (old unquoted form)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +389,7 @@ class Bounced(Event):
     by_destination: bool = False  # "Bounced by destination server with response:" form
     sender: str | None = None   # 2018 form with From:/To:
     rcpt: str | None = None
+    extra: str | None = None    # trailing logheaders list kept raw, e.g. "[]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +402,8 @@ class Delayed(Event):
     response: SmtpResponse | None
     sender: str | None = None
     rcpt: str | None = None
+    extra: str | None = None    # trailing logheaders list kept raw, e.g. "[]"
+    legacy: bool = False        # 2004 form ``Delayed: DCID: d Message m to r - ...``
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +411,7 @@ class PendingTill(Event):
     mid: int
     rids: tuple[int, ...]
     until: str                  # ctime text, as logged
+    legacy: bool = False        # old form ``MID m to RID [r] pending till ...``
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +423,7 @@ class DeliveryConnectionError(Event):
     details: str
     interface: str
     reason: str
+    legacy: bool = False        # old form ``Connection Error: DCID: d IP: ...`` (no domain, no port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +446,81 @@ class DcidNote(Event):
 
     dcid: int
     text: str
+    inline: bool = False    # True: ``text`` is the whole body and the DCID sits inside it
+
+
+@dataclass(frozen=True, slots=True)
+class DoubleBounce(Event):
+    """``Double bounce: Message m to r - <status> - <description>`` (the bounce itself bounced)."""
+
+    mid: int
+    rid: int
+    status: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class PossibleDelivery(Event):
+    """``Possible Delivery: DCID: d MID m to [0]``: the connection broke after DATA."""
+
+    dcid: int
+    mid: int
+    rids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RpcDeliveryStart(Event):
+    """``RPC Delivery start RCID r MID m to <destination>`` (spam quarantine hand-off)."""
+
+    rcid: int
+    mid: int
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class RpcMessageDone(Event):
+    """``RPC Message done RCID r MID m``."""
+
+    rcid: int
+    mid: int
+
+
+# --- quarantine and LDAP (MID scoped, id not first) -------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class IsqTagged(Event):
+    """``ISQ: Tagging MID m for quarantine``."""
+
+    mid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reinjected(Event):
+    """``EUQ: Reinjected MID m as MID n``: links the released copy to the original."""
+
+    mid: int
+    new_mid: int
+
+
+@dataclass(frozen=True, slots=True)
+class LdapReroute(Event):
+    """``LDAP: Reroute query Q MID m RID r address A to [(...)]`` (targets kept raw)."""
+
+    query: str
+    mid: int
+    rid: int
+    address: str
+    targets: str
+
+
+@dataclass(frozen=True, slots=True)
+class LdapDrop(Event):
+    """``LDAP: Drop query Q MID m RID r address A``."""
+
+    query: str
+    mid: int
+    rid: int
+    address: str
 
 
 # --- anything else ----------------------------------------------------------------------

@@ -1,0 +1,525 @@
+"""One grammar for mail_logs lines: the template table drives both formatting and parsing.
+
+Owns: compiling the shapes of ``templates.py`` into (a) formatters that write an event as
+the appliance does, escaping every field, and (b) precompiled regexes, dispatched on the first
+words of a body, that read any line (ours or a real appliance's) back into a typed event.
+Also the line framings: file (ctime) and RFC 3164 syslog. It knows nothing of files,
+sockets, rotation or correlation.
+
+``parse_line`` never raises. Its fast path: one header regex, one dict lookup on the body's
+first and third words, one regex per candidate template.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import escape as esc
+from . import events as ev
+from .templates import CATCH_ALLS, KNOWN_SYSTEM_PREFIXES, SHAPES, Shape
+from .timefmt import format_ctime, format_syslog_time, make_time
+
+LEVELS = ("Info", "Warning", "Critical", "Debug", "Trace", "Alert")
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One line as read. ``event`` is None only when the body could not be typed at all."""
+
+    timestamp: datetime | None      # naive, as written (syslog: year supplied, see has_year)
+    host: str | None
+    subscription: str | None        # the syslog tag (log subscription name)
+    level: str | None
+    event: ev.Event | None
+    raw: str
+    unparsed: str | None = None     # "no-header" | "truncated" | "unknown-body" | "bad-time"
+    pri: int | None = None
+    has_year: bool = True           # False for syslog lines: the year was assumed
+
+
+# ---------------------------------------------------------------------------------------
+# Slot kinds: (regex when followed by literal text, regex at end of line, format, parse)
+# ---------------------------------------------------------------------------------------
+
+_Q = esc.QUOTED_RE
+_RESP_RE = r"(\(%s, \[(?:%s(?:, %s)*)?\]\))" % (_Q, _Q, _Q)
+_RIDS_RE = r"\[((?:\d+(?:, \d+)*)?)\]"
+_QUOTED_FIND = re.compile(_Q)
+
+
+def _fmt_resp(r: ev.SmtpResponse, limit: int | None) -> str:
+    lines = ", ".join(esc.quote(x, None, limit) for x in r.lines)
+    return "(%s, [%s])" % (esc.quote(r.code, None, limit), lines)
+
+
+def _parse_resp(text: str) -> ev.SmtpResponse:
+    parts = [esc.unquote(m.group(0)) for m in _QUOTED_FIND.finditer(text)]
+    return ev.SmtpResponse(parts[0], tuple(parts[1:]))
+
+
+def _fmt_rids(rids: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(int(r)) for r in rids) + "]"
+
+
+def _parse_rids(text: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    return tuple(int(x) for x in text.split(", "))
+
+
+def _fmt_qs(value: str, style: str, limit: int | None) -> str:
+    """Quoted in the style of the event's ``quote`` field (see escape.choose_quote)."""
+    if style == '"':
+        body = esc.escape(value, limit).replace('"', '\\"')
+        if "'" in value and '"' not in value:
+            # Mark "always double" so it is not read back as repr's automatic choice.
+            body = body.replace("'", "\\'")
+        return '"' + body + '"'
+    return esc.quote(value, None, limit)
+
+
+def _parse_qs(text: str) -> tuple[str, str]:
+    value = esc.unquote(text)
+    if text[0] == "'":
+        return value, "'"
+    if "\\'" not in text and "'" in value and '"' not in value:
+        return value, "'"
+    return value, '"'
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    name: str
+    kind: str
+    arg: str | None
+    terminator: str         # literal text that follows ("" at end of line)
+    tail: bool              # last thing on the line
+    guards: tuple[str, ...]
+
+
+def _slot_regex(slot: _Slot, at_end: bool) -> str:
+    k = slot.kind
+    if k == "int":
+        return r"(\d+)"
+    if k == "sint":
+        return r"(-?\d+)"
+    if k == "rids":
+        return _RIDS_RE
+    if k == "resp":
+        return _RESP_RE
+    if k == "yn":
+        return r"(yes|no)"
+    if k == "sf":
+        return r"(succeeded|failed)"
+    if k == "enum":
+        return "(" + "|".join(re.escape(x) for x in slot.arg.split("|")) + ")"
+    if k in ("q", "qs"):
+        return r"('.*'|\".*\")" if at_end else "(" + _Q + ")"
+    if k == "list":
+        return r"(\[.*\])"
+    # free text ("text", "uq", "rdns")
+    return r"(.*)" if at_end else r"(.*?)"
+
+
+def _has_none_sibling(shape: Shape, name: str) -> bool:
+    """Is there a shape of the same class that writes this field as absent (None)?
+
+    Then an empty value cannot be told from an absent one once trailing spaces are
+    stripped: the line reads back as None (emitters should pass None, not "").
+    """
+    return any(s.cls is shape.cls and name in s.fixed and s.fixed[name] is None for s in SHAPES)
+
+
+class _Compiled:
+    __slots__ = ("shape", "cls", "regex", "slots", "pieces", "fixed", "names", "convs", "catch_all")
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.cls = shape.cls
+        self.fixed = shape.fixed
+        self.catch_all = shape.cls in CATCH_ALLS
+        parts = re.split(r"\{(\w+)(?::([^}]*))?\}", shape.text)
+        # parts: lit, name, spec, lit, name, spec, ..., lit
+        lits = parts[0::3]
+        names = parts[1::3]
+        specs = parts[2::3]
+        slots: list[_Slot] = []
+        for i, (name, spec) in enumerate(zip(names, specs)):
+            spec = spec or "text"
+            kind, _, arg = spec.partition(":")
+            term = lits[i + 1]
+            tail = i == len(names) - 1 and term == ""
+            extra = tuple(shape.guards.get(name, ()))
+            slots.append(_Slot(name, kind, arg or None, term, tail, extra))
+        self.slots = tuple(slots)
+        self.names = tuple(names)
+        self.pieces = tuple(lits)
+        rx = ["^", re.escape(lits[0])]
+        for i, slot in enumerate(slots):
+            last_lit = lits[i + 1]
+            at_end = i == len(slots) - 1 and last_lit == ""
+            if at_end and slot.kind in ("text", "uq", "rdns") and lits[i].endswith(" ") \
+                    and not _has_none_sibling(shape, slot.name):
+                # Readers strip trailing spaces, so an empty last field loses its separator.
+                rx.pop()
+                rx.append(re.escape(lits[i][:-1]))
+                rx.append("(?: " + _slot_regex(slot, True) + ")?")
+            else:
+                rx.append(_slot_regex(slot, at_end))
+            rx.append(re.escape(last_lit))
+        rx.append("$")
+        self.regex = re.compile("".join(rx), re.DOTALL)
+        self.convs = tuple(_PARSERS[s.kind] for s in slots)
+
+    # --- formatting --------------------------------------------------------------------
+
+    def eligible(self, event: ev.Event) -> bool:
+        for k, v in self.fixed.items():
+            if getattr(event, k) != v:
+                return False
+        for name in self.names:
+            if getattr(event, name) is None and not self._none_ok(name):
+                return False
+        return True
+
+    def _none_ok(self, name: str) -> bool:
+        for s in self.slots:
+            if s.name == name:
+                return s.kind == "rdns"
+        return False
+
+    def format(self, event: ev.Event, limit: int | None) -> str:
+        out = [self.pieces[0]]
+        for i, slot in enumerate(self.slots):
+            out.append(_format_slot(slot, event, limit))
+            out.append(self.pieces[i + 1])
+        return "".join(out)
+
+
+def _format_text(value: str, slot: _Slot, limit: int | None) -> str:
+    text = esc.escape(value, limit)
+    if slot.tail:
+        return esc.guard_tail(text)
+    if slot.terminator and slot.terminator != " ":
+        # A lone space before a structured slot (a response, a list) is no guard: the
+        # template lists the texts that would start that slot instead.
+        text = esc.guard(text, slot.terminator)
+    for g in slot.guards:
+        text = esc.guard(text, g)
+    return text
+
+
+def _format_slot(slot: _Slot, event: ev.Event, limit: int | None) -> str:
+    value = getattr(event, slot.name)
+    k = slot.kind
+    if k in ("int", "sint"):
+        return str(int(value))
+    if k == "text":
+        text = _format_text(value, slot, limit)
+        if slot.tail:
+            for g in slot.guards:
+                text = esc.guard(text, g)
+        return text
+    if k == "rids":
+        return _fmt_rids(value)
+    if k == "resp":
+        return _fmt_resp(value, limit)
+    if k == "yn":
+        return "yes" if value else "no"
+    if k == "sf":
+        return "succeeded" if value else "failed"
+    if k == "enum":
+        return value
+    if k == "q":
+        return esc.quote(value, None, limit)
+    if k == "qs":
+        return _fmt_qs(value, getattr(event, "quote"), limit)
+    if k == "list":
+        return value
+    if k == "rdns":
+        if value is None:
+            return "unknown"
+        text = _format_text(value, slot, limit)
+        if text == "unknown":
+            text = esc.escape_char("u") + text[1:]
+        return text
+    if k == "uq":
+        text = _format_text(value, slot, limit)
+        if text[:1] in ("'", '"'):
+            text = esc.escape_char(text[0]) + text[1:]
+        return text
+    raise ValueError(k)
+
+
+def _p_int(s: str) -> int:
+    return int(s)
+
+
+def _p_yn(s: str) -> bool:
+    return s == "yes"
+
+
+def _p_sf(s: str) -> bool:
+    return s == "succeeded"
+
+
+def _p_same(s: str) -> str:
+    return s
+
+
+def _p_text(s: str | None) -> str:
+    if s is None:
+        return ""
+    return esc.unescape(s)
+
+
+def _p_rdns(s: str | None) -> str | None:
+    if s == "unknown":
+        return None
+    return _p_text(s)
+
+
+_PARSERS = {
+    "int": _p_int, "sint": _p_int, "rids": _parse_rids, "resp": _parse_resp, "yn": _p_yn,
+    "sf": _p_sf, "enum": _p_same, "q": esc.unquote, "qs": _parse_qs, "list": _p_same,
+    "text": _p_text, "uq": _p_text, "rdns": _p_rdns,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------
+
+_BY_CLASS: dict[type, list[_Compiled]] = {}
+_BY_KEY: dict[tuple, list[_Compiled]] = {}
+
+
+def _key_of(text: str) -> tuple:
+    words = text.split(" ", 3)
+    w0 = words[0]
+    if len(words) > 2 and "{" not in words[2] and "{" not in w0:
+        return (w0, words[2])
+    return (w0,)
+
+
+def _build() -> None:
+    for shape in SHAPES:
+        comp = _Compiled(shape)
+        if not shape.parse_only:
+            _BY_CLASS.setdefault(shape.cls, []).append(comp)
+        _BY_KEY.setdefault(_key_of(shape.text), []).append(comp)
+    # Within a bucket, catch-alls go last (stable sort keeps the table's order otherwise).
+    for key, comps in _BY_KEY.items():
+        comps.sort(key=lambda c: c.catch_all)
+
+
+_build()
+
+
+# ---------------------------------------------------------------------------------------
+# Body parsing
+# ---------------------------------------------------------------------------------------
+
+_ID_SEARCH = {
+    "MID": (re.compile(r"(?<![A-Za-z])MID:? (\d+)"), ev.MidNote, "mid"),
+    "DCID": (re.compile(r"(?<![A-Za-z])DCID:? (\d+)"), ev.DcidNote, "dcid"),
+    "ICID": (re.compile(r"(?<![A-Za-z])ICID:? (\d+)"), ev.IcidNote, "icid"),
+}
+_ID_ORDER = ("MID", "DCID", "ICID")
+_RCID_MID = re.compile(r"(?<![A-Za-z])Message (\d+) ")
+
+
+def _match(comp: _Compiled, body: str) -> ev.Event | None:
+    m = comp.regex.match(body)
+    if m is None:
+        return None
+    kwargs = dict(comp.fixed)
+    for slot, conv, val in zip(comp.slots, comp.convs, m.groups()):
+        if slot.kind == "qs":
+            kwargs[slot.name], kwargs["quote"] = conv(val)
+        elif val is None and slot.kind not in ("text", "uq", "rdns"):
+            return None
+        else:
+            kwargs[slot.name] = conv(val)
+    try:
+        return comp.cls(**kwargs)
+    except Exception:  # a shape/field mismatch must not make parse_line raise
+        return None
+
+
+def parse_body(body: str) -> tuple[ev.Event, str | None]:
+    """Type one body (the text after ``Level: ``). Returns (event, unparsed-kind or None)."""
+    body = body.rstrip(" ")
+    words = body.split(" ", 3)
+    w0 = words[0]
+    if len(words) > 2:
+        comps = _BY_KEY.get((w0, words[2]))
+        if comps:
+            for comp in comps:
+                e = _match(comp, body)
+                if e is not None:
+                    return e, None
+    comps = _BY_KEY.get((w0,))
+    if comps:
+        for comp in comps:
+            e = _match(comp, body)
+            if e is not None:
+                return e, None
+    return _fallback(body)
+
+
+def _fallback(body: str) -> tuple[ev.Event, str | None]:
+    for prefix in KNOWN_SYSTEM_PREFIXES:
+        if body.startswith(prefix):
+            return ev.SystemNote(esc.unescape(body)), None
+    for name in _ID_ORDER:
+        rx, cls, field_name = _ID_SEARCH[name]
+        m = rx.search(body)
+        if m is not None:
+            return cls(**{field_name: int(m.group(1)), "text": esc.unescape(body), "inline": True}), None
+    return ev.SystemNote(esc.unescape(body)), "unknown-body"
+
+
+# ---------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------
+
+def _format_note(event: ev.Event, limit: int | None) -> str:
+    inline = getattr(event, "inline", False)
+    if isinstance(event, ev.SystemNote) or inline:
+        return _format_free(event, esc.escape(event.text, limit))
+    comp = _BY_CLASS[type(event)][0]
+    body = comp.format(event, limit)
+    got, _ = parse_body(body)
+    if got == event:
+        return body
+    # A specific template would read this text: break its literal with one escape.
+    text = esc.escape(event.text, limit)
+    if text:
+        text = esc.escape_char(text[0]) + text[1:]
+    return comp.pieces[0] + str(getattr(event, comp.names[0])) + comp.pieces[1] + esc.guard_tail(text)
+
+
+def _format_free(event: ev.Event, text: str) -> str:
+    """A whole-body note (SystemNote, inline notes): re-read it and, for SystemNote, break
+    any id or template it would be read as."""
+    text = esc.guard_tail(text)
+    if not isinstance(event, ev.SystemNote):
+        return text
+    got, _ = parse_body(text)
+    if got == event:
+        return text
+    if text:
+        text = esc.escape_char(text[0]) + text[1:]
+    for name in _ID_ORDER:
+        text = re.sub(r"(?<![A-Za-z\\])(%s)(?=:? \d)" % name, lambda m: esc.escape_char(m.group(1)[0]) + m.group(1)[1:], text)
+    return text
+
+
+def format_body(event: ev.Event, *, max_field: int | None = esc.DEFAULT_MAX_FIELD) -> str:
+    """The text after ``<Level>: `` exactly as the appliance writes it, every field escaped."""
+    if isinstance(event, CATCH_ALLS):
+        return _format_note(event, max_field)
+    comps = _BY_CLASS.get(type(event))
+    if not comps:
+        raise TypeError("no template for %s" % type(event).__name__)
+    for comp in comps:
+        if comp.eligible(event):
+            return comp.format(event, max_field)
+    raise ValueError("no template of %s fits %r" % (type(event).__name__, event))
+
+
+def format_file_line(event: ev.Event, when: datetime, level: str | None = None, *,
+                     max_field: int | None = esc.DEFAULT_MAX_FIELD) -> str:
+    """``Wed Apr 22 11:43:59 2009 Info: <body>`` (no newline); ``when`` is local time as given."""
+    return "%s %s: %s" % (format_ctime(when), level or event.LEVEL, format_body(event, max_field=max_field))
+
+
+def format_syslog_line(event: ev.Event, when: datetime, *, hostname: str | None, tag: str = "mail_logs",
+                       pri: int = 22, level: str | None = None,
+                       max_field: int | None = esc.DEFAULT_MAX_FIELD) -> str:
+    """RFC 3164: ``<22>Apr 22 11:43:59 host mail_logs: Info: <body>`` (hostname optional)."""
+    host = (hostname + " ") if hostname else ""
+    return "<%d>%s %s%s: %s: %s" % (pri, format_syslog_time(when), host, tag, level or event.LEVEL,
+                                    format_body(event, max_field=max_field))
+
+
+# ---------------------------------------------------------------------------------------
+# Line parsing
+# ---------------------------------------------------------------------------------------
+
+_LEVEL_RE = "|".join(LEVELS)
+_MON = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
+_FILE_RE = re.compile(
+    r"(?:<(\d{1,3})>)?(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) )(%s) {1,2}(\d{1,2}) (\d\d:\d\d:\d\d) (\d{4}) (%s): "
+    % (_MON, _LEVEL_RE))
+_SYSLOG_RE = re.compile(
+    r"(?:<(\d{1,3})>)?(%s) {1,2}(\d{1,2}) (\d\d:\d\d:\d\d) (?:(\S*[^\s:]) )?(\S+?): (%s): "
+    % (_MON, _LEVEL_RE))
+# Relays that prepend their own header: find "<tag>: <Level>: " anywhere.
+_LOOSE_RE = re.compile(r"(?:^|\s)([^\s:]\S*?): (%s): " % _LEVEL_RE)
+_LOOSE_TIME = re.compile(r"(?:<(\d{1,3})>)?(%s) {1,2}(\d{1,2}) (\d\d:\d\d:\d\d)" % _MON)
+_TRUNC_RE = re.compile(r"(?:<\d{0,3}>?|<\d{1,3}>[A-Z][a-z]{0,2}|[A-Z][a-z]{0,2}|(?:<\d{1,3}>)?[A-Z][a-z]{2} [ \w:.-]*)$")
+
+_year_cache = [0.0, time.localtime().tm_year]
+
+
+def _this_year() -> int:
+    now = time.time()
+    if now - _year_cache[0] > 60:
+        _year_cache[0] = now
+        _year_cache[1] = time.localtime(now).tm_year
+    return int(_year_cache[1])
+
+
+def parse_line(line: str, *, year: int | None = None) -> LogRecord:
+    """Read one line of either framing. Never raises; ``unparsed`` says what was not understood.
+
+    ``year`` is used for syslog lines, which carry none (default: the current year).
+    """
+    try:
+        return _parse_line(line, year)
+    except Exception:  # the contract is "never raises": anything unforeseen is reported, not thrown
+        return LogRecord(None, None, None, None, None, line, "error")
+
+
+def _parse_line(line: str, year: int | None) -> LogRecord:
+    raw = line
+    if line.endswith("\n") or line.endswith("\r"):
+        line = line.rstrip("\r\n")
+    m = _FILE_RE.match(line)
+    if m is not None:
+        pri, mon, day, hms, yr, level = m.groups()
+        ts = make_time(mon, day, hms, int(yr))
+        body = line[m.end():]
+        event, unparsed = parse_body(body)
+        return LogRecord(ts, None, None, level, event, raw, unparsed or (None if ts else "bad-time"),
+                         int(pri) if pri else None, True)
+    m = _SYSLOG_RE.match(line)
+    if m is not None:
+        pri, mon, day, hms, host, tag, level = m.groups()
+        ts = make_time(mon, day, hms, year or _this_year())
+        event, unparsed = parse_body(line[m.end():])
+        return LogRecord(ts, host, tag, level, event, raw, unparsed, int(pri) if pri else None, False)
+    m = _LOOSE_RE.search(line)
+    if m is not None:
+        tag, level = m.groups()
+        tm = _LOOSE_TIME.match(line)
+        ts = None
+        pri = None
+        if tm is not None:
+            ts = make_time(tm.group(2), tm.group(3), tm.group(4), year or _this_year())
+            pri = int(tm.group(1)) if tm.group(1) else None
+        event, unparsed = parse_body(line[m.end():])
+        return LogRecord(ts, None, tag, level, event, raw, unparsed, pri, False)
+    # A line that stops inside its header (cut by a relay or a full disk) is "truncated".
+    kind = "truncated" if line and len(line) < 48 and _TRUNC_RE.match(line) else "no-header"
+    return LogRecord(None, None, None, None, None, raw, kind)
+
+
+def event_fields(event: ev.Event) -> dict:
+    """The event's fields as a dict (for exporters)."""
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
