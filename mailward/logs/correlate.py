@@ -24,10 +24,11 @@ from mailward.maillog import events as E
 if TYPE_CHECKING:  # the correlator only reads .event and .raw of a record
     from mailward.maillog.grammar import LogRecord
 
-from .model import (BOUNCED, DELAYED, DELIVERED, QUARANTINED, AuthAttempt, Connection, Delivery,
+from .model import (BOUNCED, DELAYED, DELIVERED, DROPPED, PENDING, QUARANTINED, SPLIT, AuthAttempt, Connection, Delivery,
                     Message, Recipient)
 
 MAX_VERDICTS = 64       # per message: enough for every engine line, bounded against odd logs
+_BY_DEST = "Bounced by destination server with response: "
 MAX_LINES = 400         # evidence lines kept per message/connection when lines are kept
 
 
@@ -311,6 +312,14 @@ class Correlator:
         m.finished = ts
         m.status = ev.status
         self._line(m, raw)
+        # Recipients never delivered by a finished message: dropped (after "Message aborted")
+        # or handed to a split child, which then carries their outcome.
+        split = any(rel == "split" for _, rel in m.children)
+        if m.abort_reason is not None or ev.status == "aborted" or split:
+            final = DROPPED if (m.abort_reason is not None or ev.status == "aborted") else SPLIT
+            for r in m.recipients.values():
+                if r.outcome == PENDING:
+                    r.outcome = final
         del st.mids[ev.mid]
         self.counters.finished += 1
         self._emit(m)
@@ -449,7 +458,12 @@ class Correlator:
         m = self._msg(st, ev.mid, ts)
         r = m.recipient(ev.rid)
         r.outcome = outcome
-        r.status = ev.status
+        status = ev.status
+        if status.startswith(_BY_DEST):
+            # Some grammar revisions leave the seed's "Bounced by destination server with
+            # response:" wording in the status; the status proper is the x.y.z after it.
+            status = status[len(_BY_DEST):]
+        r.status = status
         r.description = ev.description
         r.response = response_text(ev.response)
         r.last_seen = ts

@@ -51,13 +51,11 @@ def records(m: Message) -> Iterator[dict]:
         yield base | {k: None for k in ("rid", "recipient", "dcid", "dest_ip", "dest_port", "source_ip",
                                          "tls_out", "outbound_auth_profile", "outbound_auth", "response",
                                          "status", "description")} | {
-            "outcome": "aborted" if m.status == "aborted" or m.abort_reason else "none", "attempts": 0}
+            "outcome": "dropped" if m.status == "aborted" or m.abort_reason else "none", "attempts": 0}
         return
     for rid, r in rcpts:
         d = r.delivery
         outcome = r.outcome
-        if outcome == "pending" and (m.abort_reason or m.status == "aborted"):
-            outcome = "aborted"
         yield base | {
             "rid": rid, "recipient": r.address, "outcome": outcome, "response": r.response,
             "status": r.status, "description": r.description, "attempts": r.attempts,
@@ -73,7 +71,7 @@ def records(m: Message) -> Iterator[dict]:
 # --- ECS -----------------------------------------------------------------------------------
 
 _ECS_ACTION = {"delivered": "delivered", "bounced": "bounced", "delayed": "deferred",
-               "quarantined": "quarantined", "pending": "pending", "aborted": "dropped",
+               "quarantined": "quarantined", "pending": "pending", "dropped": "dropped", "split": "split",
                "none": "none"}
 
 
@@ -133,7 +131,7 @@ def to_ecs(rec: dict) -> dict:
 # --- Splunk CIM Email -------------------------------------------------------------------------
 
 _CIM_ACTION = {"delivered": "delivered", "bounced": "blocked", "delayed": "deferred",
-               "quarantined": "quarantined", "aborted": "blocked", "pending": "deferred",
+               "quarantined": "quarantined", "dropped": "blocked", "pending": "deferred", "split": "split",
                "none": "blocked"}
 
 _CIM_NAMES = {

@@ -99,6 +99,8 @@ DELAYED = "delayed"
 DELIVERED = "delivered"
 BOUNCED = "bounced"
 QUARANTINED = "quarantined"
+DROPPED = "dropped"          # the message was aborted (dropped by a filter/engine) before delivery
+SPLIT = "split"              # handed to a split child MID, which carries the outcome
 
 
 class Recipient:

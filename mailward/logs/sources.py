@@ -61,18 +61,19 @@ class Stats:
 
 
 def unparsed_kind(record: LogRecord) -> str:
-    """A short, stable name for a line the grammar did not type, for counting.
+    """A short, stable name for a line the grammar did not fully understand, for counting.
 
-    Framing failures (no recognisable timestamp/level) and bodies the grammar does not know are
-    kept apart; bodies are named by their first two words with digits folded, so that
+    The grammar's own verdict (``no-header``, ``truncated``, ``bad-time``, ``error``) is kept;
+    bodies it does not know are named by their first two words with digits folded, so that
     ``graymail [CONFIG] …`` lines count together.
     """
-    if record.timestamp is None or record.level is None:
-        raw = record.raw.strip()
-        return "blank" if not raw else "framing"
-    body = (record.unparsed or "").strip()
+    kind = record.unparsed or "unknown"
+    if kind != "unknown-body":
+        return kind
+    ev = record.event
+    body = (getattr(ev, "text", None) or "").strip()
     words = body.split(None, 2)[:2]
-    return "body: " + _NUM.sub("N", " ".join(words))[:40] if words else "body: (empty)"
+    return "unknown-body: " + _NUM.sub("N", " ".join(words))[:40] if words else "unknown-body: (empty)"
 
 
 def syslog_year(reference: float, month: int) -> int:
@@ -202,14 +203,15 @@ class Reader:
                     app_counts = by_app[app] = [0, 0, 0]
                 last_app = app
             app_counts[0] += 1
-            if ev is None:
+            if rec.unparsed is not None:
                 app_counts[2] += 1
                 kind = unparsed_kind(rec)
                 by_kind[kind] = by_kind.get(kind, 0) + 1
                 if kind not in stats.examples:
                     stats.examples[kind] = rec.raw.rstrip("\n")[:300]
-            else:
-                app_counts[1] += 1
+            if ev is not None:
+                if rec.unparsed is None:
+                    app_counts[1] += 1
                 cls = ev.__class__
                 if cls is VersionInfo:
                     serial = ev.serial
@@ -223,7 +225,7 @@ class Reader:
                 ts = last_ts
             else:
                 # Only on a new second: fix the year of syslog lines, then local -> UTC.
-                if rec.subscription is not None or dt.year <= 1900:
+                if not rec.has_year:
                     year = fixed_year or syslog_year(reference, dt.month)
                     if dt.year != year:
                         try:
