@@ -604,6 +604,9 @@ class ServerConnection:
 
     def ehlo_lines(self, keywords: list[str]) -> list[str]:
         app = [k for k in keywords if k.split(" ")[0].upper() not in CORE_FIRST + CORE_LAST]
+        if self.tls or not self.config.tls_available:
+            # never advertise what this connection cannot do (no context, or TLS already on)
+            app = [k for k in app if k.upper() != "STARTTLS"]
         if not any(k.split(" ")[0].upper() == "SIZE" for k in app):
             app.insert(0, f"SIZE {self.config.max_message_size}")
         return [*CORE_FIRST, *app, *CORE_LAST]
