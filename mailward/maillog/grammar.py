@@ -207,8 +207,16 @@ def _format_text(value: str, slot: _Slot, limit: int | None) -> str:
         # A lone space before a structured slot (a response, a list) is no guard: the
         # template lists the texts that would start that slot instead.
         text = esc.guard(text, slot.terminator)
-    for g in slot.guards:
-        text = esc.guard(text, g)
+    return _apply_guards(text, slot.guards)
+
+
+def _apply_guards(text: str, guards: tuple[str, ...]) -> str:
+    for g in guards:
+        if g[0] == "^":
+            if text.startswith(g[1:]):
+                text = esc.escape_char(text[0]) + text[1:]
+        else:
+            text = esc.guard(text, g)
     return text
 
 
@@ -220,8 +228,7 @@ def _format_slot(slot: _Slot, event: ev.Event, limit: int | None) -> str:
     if k == "text":
         text = _format_text(value, slot, limit)
         if slot.tail:
-            for g in slot.guards:
-                text = esc.guard(text, g)
+            text = _apply_guards(text, slot.guards)
         return text
     if k == "rids":
         return _fmt_rids(value)

@@ -13,7 +13,7 @@ field), ``{field:uq}`` (unquoted text that must not look quoted), ``{field:yn}``
 
 ``Shape`` options: ``fixed`` pins fields the template implies (a legacy flag, a kind);
 ``guards`` names extra texts a free-text field must never contain (so that a sibling
-template cannot steal the line); ``parse_only`` marks shapes we read but never write.
+template cannot steal the line; ``^text``: must not start with it); ``parse_only`` marks shapes we read but never write.
 """
 from __future__ import annotations
 
@@ -60,13 +60,14 @@ def _bounce_shapes() -> list[Shape]:
         ("Bounced: DCID {dcid:int} MID {mid:int} to RID {rid:int}", {}),
     ]
     for head, _ in heads:
-        for sh in _failure_shapes(ev.Bounced, head):
-            out.append(S(ev.Bounced, sh.text, guards=sh.guards, by_destination=False))
         by = head + " - Bounced by destination server with response:"
         for sh in _failure_shapes(ev.Bounced, by):
             # "...with response: - 5.1.0 - ..." is not the real shape: the status follows at once.
             text = sh.text.replace("response: - {status}", "response: {status}")
             out.append(S(ev.Bounced, text, guards=sh.guards, by_destination=True))
+        for sh in _failure_shapes(ev.Bounced, head):
+            guards = dict(sh.guards, status=("^Bounced by destination server with response: ",))
+            out.append(S(ev.Bounced, sh.text, guards=guards, by_destination=False))
     return out
 
 
