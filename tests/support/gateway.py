@@ -1,0 +1,104 @@
+"""Runs a real gateway in a background thread for integration tests.
+
+The gateway listens on a free loopback port, writes its real mail_logs file and spool
+under the test's tmp_path, and uses a StaticResolver so no test touches real DNS.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailward.config import Config, parse_config
+from mailward.gateway.app import Gateway
+from mailward.net.dns import StaticResolver
+
+TIMESTAMP = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} ")
+
+
+def config_text(tmp: Path, listener: str = "", extra: str = "", users_file: str = "users.db") -> str:
+    return f"""
+[gateway]
+hostname = "gw.example.test"
+spool_dir = "{tmp / 'spool'}"
+log_dir = "{tmp / 'log'}"
+serial = "MWTEST-0001"
+
+[dns]
+reverse_lookups = true
+
+[auth_guard]
+free_failures = 100
+lockout_failures = 1000
+
+[auth_profiles.IncomingAuthentication]
+type = "local"
+users_file = "{tmp / users_file}"
+
+[[listener]]
+name = "IncomingMail"
+address = "127.0.0.1"
+port = 0
+type = "private"
+auth = "preferred"
+auth_profile = "IncomingAuthentication"
+accepted_domains = ["example.test"]
+{listener}
+
+{extra}
+"""
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    tmp: Path
+
+    @property
+    def port(self) -> int:
+        return self.gateway.bound_ports()[0]
+
+    @property
+    def ports(self) -> list[int]:
+        return self.gateway.bound_ports()
+
+    @property
+    def log_path(self) -> Path:
+        return self.tmp / "log" / "mail_logs" / "mail.current"
+
+    def flush(self) -> None:
+        sink = self.gateway.sink
+        if hasattr(sink, "flush"):
+            asyncio.run_coroutine_threadsafe(_call(sink.flush), self.loop).result(10)
+
+    def log_bodies(self) -> list[str]:
+        """The log lines with the timestamp stripped: 'Info: New SMTP ICID ...'."""
+        self.flush()
+        return [TIMESTAMP.sub("", line) for line in self.log_path.read_text().splitlines()]
+
+    def call(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.call(self.gateway.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def _call(fn):
+    return fn()
+
+
+def start_gateway(cfg: Config | str, tmp: Path, *, resolver=None, delivery: bool = False) -> RunningGateway:
+    if isinstance(cfg, str):
+        cfg = parse_config(cfg, "test.toml", tmp)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    gw = Gateway(cfg, resolver=resolver if resolver is not None else StaticResolver(), delivery=delivery)
+    asyncio.run_coroutine_threadsafe(gw.start(), loop).result(30)
+    return RunningGateway(gw, loop, thread, tmp)
