@@ -27,16 +27,23 @@ class Index:
         self.messages: dict[int, QueuedMessage] = {}
         self.loc: dict[int, Location] = {}
         self.seg_live: dict[int, set[int]] = {}   # segment -> live MIDs whose MSG record is there
+        # Estimated bytes a compaction copy would rewrite, per segment and in total (kept
+        # incrementally: the spool asks after every batch, the queue may be large).
+        self.seg_live_bytes: dict[int, int] = {}
+        self.live_bytes = 0
 
     def put(self, msg: QueuedMessage, loc: Location) -> None:
         """Add a message, or move it (a compaction copy) to a new record location."""
         mid = msg.mid
         old = self.loc.get(mid)
         if old is not None:
-            self.seg_live.get(old.seg, set()).discard(mid)
+            self._unaccount(mid, old)
         self.messages[mid] = msg
         self.loc[mid] = loc
         self.seg_live.setdefault(loc.seg, set()).add(mid)
+        cost = record_cost(loc)
+        self.seg_live_bytes[loc.seg] = self.seg_live_bytes.get(loc.seg, 0) + cost
+        self.live_bytes += cost
         if msg.finished:
             self._remove(mid)
 
@@ -86,4 +93,22 @@ class Index:
         self.messages.pop(mid, None)
         loc = self.loc.pop(mid, None)
         if loc is not None:
-            self.seg_live.get(loc.seg, set()).discard(mid)
+            self._unaccount(mid, loc)
+
+    def _unaccount(self, mid: int, loc: Location) -> None:
+        live = self.seg_live.get(loc.seg)
+        if live is not None and mid in live:
+            live.discard(mid)
+            cost = record_cost(loc)
+            self.seg_live_bytes[loc.seg] -= cost
+            self.live_bytes -= cost
+
+    def forget_segment(self, seg: int) -> None:
+        """A reclaimed segment (it held no live message)."""
+        self.seg_live.pop(seg, None)
+        self.seg_live_bytes.pop(seg, None)
+
+
+def record_cost(loc: Location) -> int:
+    # Inline body plus a typical header + envelope; a large body's file is never copied.
+    return (0 if loc.large else loc.body_len) + 256

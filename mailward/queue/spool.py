@@ -322,14 +322,18 @@ class Spool:
         return self._should_compact(n, time.time())
 
     def _should_compact(self, n: int, now: float) -> bool:
-        live = self._index.seg_live.get(n)
-        if not live:
+        idx = self._index
+        if not idx.seg_live.get(n):
             return False
-        # What a copy would rewrite: inline bodies plus ~a record header and envelope each
-        # (a large body's file is not copied, only its record).
-        live_bytes = sum((0 if loc.large else loc.body_len) + 256
-                         for loc in (self._index.loc.get(m) for m in live) if loc is not None)
-        if live_bytes > self.compact_live_fraction * max(self._seg_sizes.get(n, 0), 1):
+        # Segments are reclaimed oldest first, so a pinned head keeps every later segment on
+        # disk too. When the closed segments hold more than twice the live data (plus some
+        # slack), compact the head whatever its own fill: this bounds disk use at about
+        # 2x live, and copies nothing when the queue is simply long (everything live).
+        closed_bytes = sum(self._seg_sizes.values())
+        if closed_bytes > 2 * idx.live_bytes + 4 * self.segment_bytes:
+            return True
+        # Otherwise compact a head that is mostly dead, once it had time to empty by itself.
+        if idx.seg_live_bytes.get(n, 0) > self.compact_live_fraction * max(self._seg_sizes.get(n, 0), 1):
             return False
         due = self._seg_closed_at.get(n, now) + self.compact_after
         if now >= due:
@@ -361,6 +365,10 @@ class Spool:
                     if self._index.seg_live.get(n):
                         return
                 await self._committer.run_io(self._delete_segment, n)
+                # Bookkeeping stays on the loop thread (the I/O thread only touches files).
+                self._seg_sizes.pop(n, None)
+                self._seg_closed_at.pop(n, None)
+                self._index.forget_segment(n)
         except SpoolError as exc:
             log.warning("spool: maintenance failed: %s", exc)
         except OSError as exc:
@@ -373,9 +381,6 @@ class Spool:
         except FileNotFoundError:
             pass
         self.fs.fsync_dir(self.root / SEGMENTS)
-        self._seg_sizes.pop(n, None)
-        self._seg_closed_at.pop(n, None)
-        self._index.seg_live.pop(n, None)
 
     async def compact(self, seg: int | None = None) -> int:
         """Copy the live messages of segment ``seg`` (default: the oldest closed one) forward

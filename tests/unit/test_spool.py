@@ -315,11 +315,11 @@ def test_finished_segments_are_reclaimed(tmp_path):
 def test_compaction_frees_a_segment_pinned_by_one_deferred_message(tmp_path):
     async def go():
         s = await opened(tmp_path, segment_bytes=4096, compact_after=3600)
-        for mid in range(1, 41):
+        for mid in range(1, 21):       # a few segments: below the "2x live" space rule
             await commit(s, mid)
         await s.defer(1, [0, 1], next_attempt=2_000_000_000.0, error="451 later")
         await s.record(1, 0, RcptState.DELIVERED)
-        for mid in range(2, 41):
+        for mid in range(2, 21):
             await s.record(mid, 0, RcptState.DELIVERED)
             await s.record(mid, 1, RcptState.DELIVERED)
         await asyncio.sleep(0.05)
@@ -348,6 +348,34 @@ def test_compaction_frees_a_segment_pinned_by_one_deferred_message(tmp_path):
         assert list(s.messages()) == []
         await s.close()
     run(go())
+
+
+def test_disk_use_stays_near_twice_live_when_old_messages_linger(tmp_path):
+    # Every 10th message is deferred for a long time: each segment stays pinned by a few,
+    # and without the space rule the spool would keep every segment forever.
+    async def go():
+        s = await opened(tmp_path, segment_bytes=4096, compact_after=3600)
+        for mid in range(1, 401):
+            await commit(s, mid)
+            if mid % 10:
+                await s.record(mid, 0, RcptState.DELIVERED)
+                await s.record(mid, 1, RcptState.DELIVERED)
+            else:
+                await s.defer(mid, [0, 1], next_attempt=2_000_000_000.0, error="451 later")
+        await asyncio.sleep(0.05)
+        on_disk = sum(p.stat().st_size for p in (tmp_path / "segments").iterdir())
+        live = s._index.live_bytes
+        written = s.stats()["current_segment"] * 4096      # about what was ever written
+        assert len(list(s.messages())) == 40
+        await s.close()
+        s = await opened(tmp_path)
+        assert sorted(m.mid for m in s.messages()) == list(range(10, 401, 10))
+        assert all(s.read_body(m) == body_for(m) for m in range(10, 401, 10))
+        await s.close()
+        return on_disk, live, written
+    on_disk, live, written = run(go())
+    assert on_disk <= 2 * live + 6 * 4096, (on_disk, live)
+    assert on_disk < written / 3, (on_disk, written)   # far below "keep everything"
 
 
 def test_automatic_compaction_after_delay(tmp_path):
