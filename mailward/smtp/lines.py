@@ -173,7 +173,9 @@ class DataReader:
         self._carry = tail
 
     def _content(self, block: bytes) -> bytes:
-        """Check and unstuff a run of complete CRLF lines."""
+        """Check and unstuff a run of complete CRLF lines. Once the message is known to be
+        refused (too big, a line too long, a bare newline in reject mode) nothing more is
+        handed on; the size is still counted."""
         if not block:
             return b""
         if len(block) > self.line_limit - 2 and not self.too_long:
@@ -193,8 +195,8 @@ class DataReader:
         if bare and self.normalize:
             block = block.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
         self.size += len(block)
-        if self.too_big:
-            return b""
+        if self.too_big or self.too_long or (bare and not self.normalize):
+            return b""              # the message will be refused: hand nothing more on
         if self.size > self.max_size:
             self.too_big = True
             return b""

@@ -40,7 +40,7 @@ class Reply:
         out = []
         for i, p in enumerate(parts):
             sep = " " if i == last else "-"
-            out.append(f"{self.code}{sep}{p}".rstrip(" ") + "\r\n" if not p else f"{self.code}{sep}{p}\r\n")
+            out.append(f"{self.code}{sep}{p}\r\n")      # "334 " keeps its space (RFC 4954)
         return "".join(out).encode("utf-8", "replace")
 
     def __str__(self) -> str:
