@@ -85,7 +85,10 @@ def auth_cmd(files, fmt, since, until, hosts, year, idle, summary_only):
     """Every inbound and outbound SMTP AUTH event, and a summary per user, IP, mechanism, profile."""
     report = AuthReport(since=since, until=until, keep_attempts=not summary_only)
     with progress() as prog:
-        stats, _ = run(files, Options(year, tuple(hosts), idle), on_auth=report.add, progress=prog)
+        # Every AUTH line, and the ICID/DCID lines that give their addresses, contain "SMTP":
+        # the rest of the log is skipped unparsed (most of the run time is parsing).
+        stats, _ = run(files, Options(year, tuple(hosts), idle, only="SMTP"), on_auth=report.add,
+                       progress=prog)
     attempts = [a.as_dict() for a in report.attempts]
     if fmt == "json":
         write_json({"attempts": attempts, "summary": report.summary(), "lines": stats.lines})

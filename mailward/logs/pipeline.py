@@ -20,6 +20,7 @@ class Options:
     hosts: tuple[str, ...] = ()        # glob patterns on the appliance key (serial or host)
     idle: float = 3600.0
     keep_lines: bool = False
+    only: str | None = None            # relevance filter: parse only lines containing this text
 
 
 def host_filter(hosts: tuple[str, ...], feed: Callable) -> Callable:
@@ -42,7 +43,7 @@ def run(inputs: Iterable[str], opts: Options,
         on_auth: Callable[[AuthAttempt], None] | None = None,
         progress: Callable[[int, int], None] | None = None) -> tuple[Stats, Correlator]:
     corr = Correlator(on_story=on_story, on_auth=on_auth, idle=opts.idle, keep_lines=opts.keep_lines)
-    reader = Reader(year=opts.year)
+    reader = Reader(year=opts.year, only=opts.only)
     reader.read(inputs, host_filter(opts.hosts, corr.feed), progress=progress)
     corr.flush()
     return reader.stats, corr

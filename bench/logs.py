@@ -1,0 +1,138 @@
+"""Benchmark of the log toolkit: lines per second for parse only and for parse + correlate + auth report.
+
+Generates a realistic mail_logs (default 1,000,000 lines: many ICIDs and MIDs, AUTH successes and
+failures, password-guessing clients, deliveries, bounces, delays, bcc/bounce MIDs; every line
+written by the gateway's own formatter) into a temporary directory, then times:
+
+  read        iterating the file's lines (the floor: I/O and decoding)
+  parse       ``parse_line`` on every line (the shared grammar)
+  reader      the toolkit's reader: parse + appliance key + UTC time + counters
+  full        reader + correlator + AUTH report (what ``mailward logs auth`` does)
+  full+detect full + detection rules (what ``mailward logs detect`` does, without evidence lines)
+  auth-cmd    what ``mailward logs auth`` runs: the relevance filter skips lines without "SMTP"
+              unparsed, then reader + correlator + AUTH report on the rest
+
+Usage: python bench/logs.py [--lines N] [--repeat R] [--profile] [--keep FILE]
+Figures are the best of R runs. ``--profile`` prints where the time goes in the full run.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mailward.logs import synth  # noqa: E402
+from mailward.logs.authreport import AuthReport  # noqa: E402
+from mailward.logs.correlate import Correlator  # noqa: E402
+from mailward.logs.detect import Detector  # noqa: E402
+from mailward.logs.sources import Reader  # noqa: E402
+from mailward.maillog.grammar import parse_line  # noqa: E402
+
+
+def t_read(path: str) -> int:
+    n = 0
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+        for _ in f:
+            n += 1
+    return n
+
+
+def t_parse(path: str) -> int:
+    n = 0
+    parse = parse_line
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+        for line in f:
+            parse(line)
+            n += 1
+    return n
+
+
+def t_reader(path: str) -> int:
+    r = Reader()
+    r.read([path], lambda a, t, rec: None)
+    return r.stats.lines
+
+
+def t_full(path: str) -> int:
+    rep = AuthReport(keep_attempts=False)
+    corr = Correlator(on_auth=rep.add)
+    r = Reader()
+    r.read([path], corr.feed)
+    corr.flush()
+    assert rep.inbound.successes > 0 and corr.counters.finished > 0
+    return r.stats.lines
+
+
+def t_auth(path: str) -> int:
+    """What ``mailward logs auth`` runs: only lines containing "SMTP" are parsed."""
+    rep = AuthReport(keep_attempts=False)
+    corr = Correlator(on_auth=rep.add)
+    r = Reader(only="SMTP")
+    r.read([path], corr.feed)
+    corr.flush()
+    assert rep.inbound.successes > 0
+    return r.stats.lines
+
+
+def t_detect(path: str) -> int:
+    findings = []
+    det = Detector(findings.append)
+    rep = AuthReport(keep_attempts=False)
+
+    def on_auth(a):
+        rep.add(a)
+        det.on_auth(a)
+
+    corr = Correlator(on_auth=on_auth, on_story=det.on_story)
+    r = Reader()
+    r.read([path], corr.feed)
+    corr.flush()
+    det.flush()
+    return r.stats.lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--keep", help="also keep the generated log at this path")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "mail.current")
+        t0 = time.perf_counter()
+        with open(path, "w", encoding="utf-8") as f:
+            n = synth.write(f, args.lines)
+        gen = time.perf_counter() - t0
+        size = os.path.getsize(path)
+        print(f"generated {n:,} lines ({size / 1e6:.0f} MB) in {gen:.1f} s "
+              f"({n / gen / 1e3:.0f} k lines/s through format_file_line)")
+        if args.keep:
+            Path(args.keep).write_bytes(Path(path).read_bytes())
+        for name, fn in (("read", t_read), ("parse", t_parse), ("reader", t_reader),
+                         ("full", t_full), ("full+detect", t_detect), ("auth-cmd", t_auth)):
+            best = None
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                got = fn(path)
+                dt = time.perf_counter() - t0
+                best = dt if best is None or dt < best else best
+            print(f"{name:<12} {got / best / 1e3:8.0f} k lines/s   ({best:.2f} s for {got:,} lines)")
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            t_full(path)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    main()
