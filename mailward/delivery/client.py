@@ -1,0 +1,431 @@
+"""The outbound SMTP client: one connection to one next hop, over asyncio streams.
+
+Owns: connecting (optionally from a source address), the greeting, EHLO (HELO fallback),
+STARTTLS, one AUTH attempt with one mechanism (PLAIN, LOGIN or CRAM-MD5, encoded by
+aiosmtplib's helpers), mail transactions with PIPELINING when offered (MAIL and all RCPTs in
+one write), streaming the body with CRLF normalisation and dot-stuffing, RSET between
+messages so one connection carries many, and QUIT. Every failure becomes a
+``DeliveryFailure(stage, kind, reply, detail)``, the vocabulary of ``trouble.py``.
+
+Must not know the spool, routes, retry policy or the log: the queue manager decides what a
+failure means and what to write.
+
+Why not aiosmtplib's SMTP class: its protocol reads exactly one reply per command and drops
+data that arrives while no command is pending, so PIPELINING is impossible; and after a
+wrong password its ``login()`` tries the next mechanism, turning one bad password into two
+or three failures at the server. The reply reader here is a plain line reader, which
+pipelines naturally.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from aiosmtplib.auth import auth_crammd5_verify, auth_login_encode, auth_plain_encode
+
+from ..maillog.events import SmtpResponse
+from .trouble import Kind, Stage, kind_of_code
+
+MAX_REPLY_LINE = 4096      # RFC 5321 says 512; be lenient, but bounded
+MAX_REPLY_LINES = 200
+CHUNK = 64 * 1024
+
+# Mechanisms in order of preference. CRAM-MD5 never shows the password to the wire, so it
+# is preferred when there is no TLS; under TLS PLAIN is as safe and needs one round trip.
+PREFERENCE_CLEAR = ("CRAM-MD5", "PLAIN", "LOGIN")
+PREFERENCE_TLS = ("PLAIN", "LOGIN", "CRAM-MD5")
+REVEALING = {"PLAIN", "LOGIN"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def response(self) -> SmtpResponse:
+        return SmtpResponse(str(self.code), self.lines)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class DeliveryFailure(Exception):
+    """A failure at ``stage``: a reply (``reply`` set) or a network/TLS problem."""
+
+    def __init__(self, stage: Stage, kind: Kind, detail: str, reply: Reply | None = None):
+        super().__init__(f"{stage.value}: {detail}")
+        self.stage = stage
+        self.kind = kind
+        self.detail = detail
+        self.reply = reply
+
+    @classmethod
+    def from_reply(cls, stage: Stage, reply: Reply) -> "DeliveryFailure":
+        return cls(stage, kind_of_code(reply.code), str(reply), reply)
+
+    @property
+    def response(self) -> SmtpResponse:
+        """As logged: the server's reply, or ``('000', [detail])`` when there was none."""
+        if self.reply is not None:
+            return self.reply.response
+        return SmtpResponse("000", (self.detail,))
+
+
+@dataclass(frozen=True)
+class TlsInfo:
+    protocol: str | None
+    cipher: str | None
+
+
+@dataclass(frozen=True)
+class TransactionResult:
+    """Replies of one mail transaction. ``rcpts[i]`` answers recipient i; ``data`` is the
+    reply after the final dot (None when no recipient was accepted: RSET was sent)."""
+
+    mail: Reply
+    rcpts: tuple[Reply, ...]
+    data: Reply | None
+
+
+def tls_context(policy: str, cafile: str | None = None) -> ssl.SSLContext:
+    """``required-verify`` checks the certificate chain and name; ``preferred`` and
+    ``required`` encrypt without verification (opportunistic TLS, as MTAs do by default)."""
+    if policy == "required-verify":
+        return ssl.create_default_context(cafile=cafile)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def choose_mechanism(offered: set[str], *, tls: bool, allowed: tuple[str, ...] | None = None) -> str | None:
+    order = PREFERENCE_TLS if tls else PREFERENCE_CLEAR
+    for mech in order:
+        if mech in offered and (allowed is None or mech in allowed):
+            return mech
+    return None
+
+
+def _net_detail(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.IncompleteReadError) or isinstance(exc, EOFError):
+        return "EOF"
+    text = str(exc)
+    return text or type(exc).__name__
+
+
+@dataclass
+class SmtpConnection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    command_timeout: float
+    local_address: str = ""
+    peer_address: str = ""
+    port: int = 0
+    greeting: Reply | None = None
+    extensions: dict[str, str] = field(default_factory=dict)
+    tls: TlsInfo | None = None
+    alive: bool = True
+    _helo: str = ""
+
+    # -- opening --
+
+    @classmethod
+    async def open(cls, address: str, port: int, *, helo: str, connect_timeout: float,
+                   command_timeout: float, source_address: str | None = None) -> "SmtpConnection":
+        """Connect, read the greeting and say EHLO. Raises DeliveryFailure."""
+        try:
+            async with asyncio.timeout(connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    address, port, local_addr=(source_address, 0) if source_address else None,
+                    limit=MAX_REPLY_LINE * 4)
+        except TimeoutError:
+            raise DeliveryFailure(Stage.CONNECT, Kind.TIMEOUT, "timeout") from None
+        except OSError as exc:
+            raise DeliveryFailure(Stage.CONNECT, Kind.NETWORK, _net_detail(exc)) from None
+        sock = writer.get_extra_info("sockname") or ("", 0)
+        conn = cls(reader, writer, command_timeout, local_address=sock[0], peer_address=address, port=port)
+        conn._helo = helo
+        try:
+            conn.greeting = await conn._read_reply(Stage.GREETING)
+            if conn.greeting.code != 220:
+                raise DeliveryFailure.from_reply(Stage.GREETING, conn.greeting)
+            await conn._hello(helo)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    async def _hello(self, helo: str) -> None:
+        reply = await self.command(f"EHLO {helo}", Stage.EHLO)
+        if reply.code == 250:
+            self.extensions = _parse_ehlo(reply)
+            return
+        if 500 <= reply.code < 600 and reply.code != 554:
+            # An old server without ESMTP: plain HELO, no extensions.
+            reply = await self.command(f"HELO {helo}", Stage.EHLO)
+            if reply.code == 250:
+                self.extensions = {}
+                return
+        raise DeliveryFailure.from_reply(Stage.EHLO, reply)
+
+    def offers(self, extension: str) -> bool:
+        return extension.upper() in self.extensions
+
+    @property
+    def auth_mechanisms(self) -> set[str]:
+        return set(self.extensions.get("AUTH", "").upper().split())
+
+    async def starttls(self, context: ssl.SSLContext, server_hostname: str | None) -> TlsInfo:
+        reply = await self.command("STARTTLS", Stage.STARTTLS)
+        if reply.code != 220:
+            raise DeliveryFailure.from_reply(Stage.STARTTLS, reply)
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                await self.writer.start_tls(context, server_hostname=server_hostname)
+        except TimeoutError:
+            self.abort()
+            raise DeliveryFailure(Stage.STARTTLS, Kind.TIMEOUT, "TLS handshake timeout") from None
+        except (ssl.SSLError, OSError) as exc:
+            self.abort()
+            raise DeliveryFailure(Stage.STARTTLS, Kind.TLS, _net_detail(exc)) from None
+        obj = self.writer.get_extra_info("ssl_object")
+        self.tls = TlsInfo(obj.version() if obj else None, obj.cipher()[0] if obj and obj.cipher() else None)
+        # RFC 3207: forget everything learned before TLS and ask again.
+        await self._hello(self._helo)
+        return self.tls
+
+    # -- AUTH --
+
+    async def authenticate(self, mechanism: str, username: str, password: str) -> Reply:
+        """One AUTH exchange with one mechanism. Returns the final reply (235 or a failure
+        reply); raises DeliveryFailure only for network trouble."""
+        mech = mechanism.upper()
+        if mech == "PLAIN":
+            return await self.command(f"AUTH PLAIN {auth_plain_encode(username, password).decode()}",
+                                      Stage.AUTH, secret=True)
+        if mech == "LOGIN":
+            user64, pass64 = auth_login_encode(username, password)
+            reply = await self.command("AUTH LOGIN", Stage.AUTH)
+            if reply.code != 334:
+                return reply
+            reply = await self.command(user64.decode(), Stage.AUTH, secret=True)
+            if reply.code != 334:
+                return reply
+            return await self.command(pass64.decode(), Stage.AUTH, secret=True)
+        if mech == "CRAM-MD5":
+            reply = await self.command("AUTH CRAM-MD5", Stage.AUTH)
+            if reply.code != 334:
+                return reply
+            try:
+                answer = auth_crammd5_verify(username, password, reply.text.strip())
+            except Exception:
+                await self.command("*", Stage.AUTH)     # cancel the exchange (RFC 4954)
+                raise DeliveryFailure(Stage.AUTH, Kind.NETWORK, "bad CRAM-MD5 challenge") from None
+            return await self.command(answer.decode(), Stage.AUTH, secret=True)
+        raise ValueError(f"unsupported AUTH mechanism {mechanism}")
+
+    # -- transactions --
+
+    async def transaction(self, sender: str, recipients: list[str], body: bytes | BinaryIO, *,
+                          size: int | None = None, params: tuple[tuple[str, str], ...] = ()) -> TransactionResult:
+        """MAIL, RCPT…, DATA. A 4xx/5xx to MAIL raises DeliveryFailure(MAIL); RCPT replies are
+        returned one per recipient; DATA's 354 and final reply: a failure raises
+        DeliveryFailure(DATA) naming the reply. With no accepted recipient, RSET is sent."""
+        mail_cmd = f"MAIL FROM:<{sender}>"
+        if size is not None and self.offers("SIZE"):
+            mail_cmd += f" SIZE={size}"
+        for key, value in params:
+            if key.upper() == "BODY" and self.offers("8BITMIME"):
+                mail_cmd += f" BODY={value}"
+            elif key.upper() == "SMTPUTF8" and self.offers("SMTPUTF8"):
+                mail_cmd += " SMTPUTF8"
+        rcpt_cmds = [f"RCPT TO:<{r}>" for r in recipients]
+        if self.offers("PIPELINING"):
+            # RFC 2920: MAIL and RCPTs in one write; replies come back in order.
+            self._write_lines([mail_cmd, *rcpt_cmds])
+            mail = await self._read_reply(Stage.MAIL)
+            rcpts = tuple([await self._read_reply(Stage.RCPT) for _ in rcpt_cmds])
+            if not mail.ok:
+                raise DeliveryFailure.from_reply(Stage.MAIL, mail)
+        else:
+            mail = await self.command(mail_cmd, Stage.MAIL)
+            if not mail.ok:
+                raise DeliveryFailure.from_reply(Stage.MAIL, mail)
+            rcpts = tuple([await self.command(c, Stage.RCPT) for c in rcpt_cmds])
+        if not any(r.ok for r in rcpts):
+            await self.reset()
+            return TransactionResult(mail, rcpts, None)
+        reply = await self.command("DATA", Stage.DATA)
+        if reply.code != 354:
+            raise DeliveryFailure.from_reply(Stage.DATA, reply)
+        await self._send_body(body)
+        final = await self._read_reply(Stage.DATA)
+        if not final.ok:
+            raise DeliveryFailure.from_reply(Stage.DATA, final)
+        return TransactionResult(mail, rcpts, final)
+
+    async def reset(self) -> Reply:
+        reply = await self.command("RSET", Stage.MAIL)
+        if reply.code != 250:
+            raise DeliveryFailure.from_reply(Stage.MAIL, reply)
+        return reply
+
+    async def quit(self) -> None:
+        if self.alive:
+            try:
+                async with asyncio.timeout(min(self.command_timeout, 5.0)):
+                    self._write_lines(["QUIT"])
+                    await self.writer.drain()
+                    await self.reader.readline()
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
+                pass
+        self.abort()
+
+    def abort(self) -> None:
+        self.alive = False
+        try:
+            self.writer.close()
+        except Exception:   # closing a broken transport must not mask the real error
+            pass
+
+    # -- low level --
+
+    def _write_lines(self, lines: list[str]) -> None:
+        if not self.alive or self.writer.is_closing():
+            raise DeliveryFailure(Stage.MAIL, Kind.NETWORK, "connection closed")
+        self.writer.write("".join(f"{line}\r\n" for line in lines).encode("utf-8"))
+
+    async def command(self, line: str, stage: Stage, *, secret: bool = False) -> Reply:
+        # ``secret`` marks lines carrying credentials: they are never echoed into errors.
+        if "\r" in line or "\n" in line:
+            raise ValueError("SMTP command contains CR or LF")
+        try:
+            self._write_lines([line])
+            async with asyncio.timeout(self.command_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            self.abort()
+            raise DeliveryFailure(stage, Kind.TIMEOUT, "timeout") from None
+        except (OSError, ssl.SSLError) as exc:
+            self.abort()
+            raise DeliveryFailure(stage, Kind.NETWORK, _net_detail(exc)) from None
+        return await self._read_reply(stage)
+
+    async def _read_reply(self, stage: Stage) -> Reply:
+        code, lines = None, []
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                while True:
+                    raw = await self.reader.readline()
+                    if not raw:
+                        raise EOFError()
+                    if len(raw) > MAX_REPLY_LINE or len(lines) >= MAX_REPLY_LINES:
+                        raise DeliveryFailure(stage, Kind.NETWORK, "reply too long")
+                    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
+                        raise DeliveryFailure(stage, Kind.NETWORK, f"malformed reply {text[:80]!r}")
+                    if code is not None and int(text[:3]) != code:
+                        raise DeliveryFailure(stage, Kind.NETWORK, "inconsistent multi-line reply")
+                    code = int(text[:3])
+                    lines.append(text[4:])
+                    if text[3:4] != "-":
+                        return Reply(code, tuple(lines))
+        except DeliveryFailure:
+            self.abort()
+            raise
+        except TimeoutError:
+            self.abort()
+            raise DeliveryFailure(stage, Kind.TIMEOUT, "timeout") from None
+        except (OSError, EOFError, ValueError, ssl.SSLError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError) as exc:
+            self.abort()
+            raise DeliveryFailure(stage, Kind.NETWORK, _net_detail(exc)) from None
+
+    async def _send_body(self, body: bytes | BinaryIO) -> None:
+        """Stream the message: every line ends in CRLF, a leading dot is doubled, then the
+        terminating dot. Reads the spool file line by line, so memory stays bounded."""
+        source = _lines_of(body)
+        out = bytearray()
+        ends_with_newline = True
+        try:
+            for line in source:
+                ends_with_newline = line.endswith(b"\n")
+                content = line.rstrip(b"\r\n") if ends_with_newline else line
+                if content.startswith(b"."):
+                    out += b"."
+                out += content + b"\r\n"
+                if len(out) >= CHUNK:
+                    self.writer.write(bytes(out))
+                    out.clear()
+                    async with asyncio.timeout(self.command_timeout):
+                        await self.writer.drain()
+            out += b".\r\n"
+            self.writer.write(bytes(out))
+            async with asyncio.timeout(self.command_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            self.abort()
+            raise DeliveryFailure(Stage.DATA, Kind.TIMEOUT, "timeout") from None
+        except (OSError, ssl.SSLError) as exc:
+            self.abort()
+            raise DeliveryFailure(Stage.DATA, Kind.NETWORK, _net_detail(exc)) from None
+
+
+def _lines_of(body: bytes | BinaryIO):
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        data = bytes(body)
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            if end == -1:
+                yield data[start:]
+                return
+            yield data[start:end + 1]
+            start = end + 1
+        return
+    while True:
+        line = body.readline(CHUNK)
+        if not line:
+            return
+        yield line
+
+
+def _parse_ehlo(reply: Reply) -> dict[str, str]:
+    ext: dict[str, str] = {}
+    for line in reply.lines[1:]:
+        keyword, _, params = line.strip().partition(" ")
+        if not keyword:
+            continue
+        if keyword.upper().startswith("AUTH="):
+            # Old-style "AUTH=PLAIN LOGIN" advertisement.
+            ext.setdefault("AUTH", (keyword[5:] + " " + params).strip())
+            continue
+        ext[keyword.upper()] = params
+    return ext
+
+
+def local_address_for(address: str, port: int, source_address: str | None = None) -> str:
+    """The source IP the kernel would use towards ``address`` (for logging a connection that
+    failed before it had a socket). A UDP connect sends nothing."""
+    if source_address:
+        return source_address
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((address, port or 25))
+            return s.getsockname()[0]
+    except OSError:
+        return "0.0.0.0" if family == socket.AF_INET else "::"
+
