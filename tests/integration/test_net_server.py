@@ -209,3 +209,272 @@ def test_ehlo_keywords_and_simple_message():
         h = srv.handlers[0]
         assert h.messages == [b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"]
         assert srv.closes() == [("close", "quit")]
+
+
+def test_pipelined_batch_answered_in_order_one_write():
+    with ServerThread(spec()) as srv:
+        batch = (b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<u@nowhere.test>\r\nRCPT TO:<x@y>\r\nDATA\r\n")
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        s.sendall(batch)
+        got = [f.readline()]
+        while not got[-1].startswith(b"354"):
+            got.append(f.readline())
+        finals = [line[:3] for line in got if line[3:4] == b" "]
+        assert finals == [b"250", b"250", b"550", b"250", b"354"]
+        s.sendall(b"body\r\n.\r\nQUIT\r\n")
+        assert f.readline().startswith(b"250 2.0.0 Ok: queued")
+        assert f.readline().startswith(b"221 ")
+        s.close()
+
+
+def test_starttls_then_ehlo_again(certs):
+    with ServerThread(spec(tls_mode="starttls"), server_context(*certs)) as srv:
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
+            c.ehlo("c")
+            assert c.has_extn("starttls")
+            code, _ = c.starttls(context=client_ctx())
+            assert code == 220
+            c.ehlo("c")
+            assert not c.has_extn("starttls")
+            c.login("alice", "s3cret")
+            c.sendmail("a@b.test", ["x@y.test"], b"hi\r\n")
+        assert srv.wait_for(lambda: srv.closes())
+        tls = [e for e in srv.log if e[0] == "tls"]
+        assert tls and tls[0][1] is True and tls[0][2].startswith("TLSv1.")
+        helos = [e for e in srv.log if e[0] == "helo"]
+        assert len(helos) == 2
+
+
+def test_implicit_tls_offers_and_accepts_auth(certs):
+    with ServerThread(spec(tls_mode="implicit"), server_context(*certs)) as srv:
+        with smtplib.SMTP_SSL("127.0.0.1", srv.port, timeout=5, context=client_ctx()) as c:
+            c.ehlo("c")
+            assert c.has_extn("auth") and not c.has_extn("starttls")
+            c.login("alice", "s3cret")
+            assert c.docmd("STARTTLS")[0] == 503
+        assert srv.wait_for(lambda: srv.closes())
+        assert srv.log[0][0] == "connect" and srv.log[0][2].startswith("TLSv1.")
+        assert ("auth", "CRAM-MD5", "alice") in srv.log     # smtplib prefers CRAM-MD5
+
+
+def test_auth_mechanisms_over_socket():
+    with ServerThread(spec()) as srv:
+        for mech in ("PLAIN", "LOGIN", "CRAM-MD5"):
+            with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
+                c.ehlo("c")
+                c.user, c.password = "alice", "s3cret"
+                code, _ = c.auth(mech, getattr(c, "auth_" + mech.lower().replace("-", "_")))
+                assert code == 235
+            with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
+                c.ehlo("c")
+                c.user, c.password = "alice", "wrong"
+                with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+                    c.auth(mech, getattr(c, "auth_" + mech.lower().replace("-", "_")))
+                assert err.value.smtp_code == 535
+
+
+def test_starttls_injection_discarded_over_socket(certs):
+    with ServerThread(spec(tls_mode="starttls"), server_context(*certs)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        s.sendall(b"EHLO c\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        # the injection: commands in the same packet as STARTTLS, before the handshake
+        s.sendall(b"STARTTLS\r\nMAIL FROM:<inject@evil.test>\r\nRCPT TO:<v@x.test>\r\n")
+        assert f.readline().startswith(b"220 ")
+        t = client_ctx().wrap_socket(s, server_hostname="localhost")
+        tf = t.makefile("rb")
+        t.sendall(b"MAIL FROM:<a@b>\r\n")
+        assert tf.readline().startswith(b"503 ")       # pre-EHLO state: nothing was carried over
+        t.sendall(b"EHLO c\r\n")
+        while not tf.readline().startswith(b"250 "):
+            pass
+        t.sendall(b"MAIL FROM:<a@b>\r\nQUIT\r\n")
+        assert tf.readline().startswith(b"250 ")
+        assert tf.readline().startswith(b"221 ")
+        t.close()
+        assert srv.wait_for(lambda: srv.closes())
+        assert not any(e[0] == "mail" and "inject" in e[1] for e in srv.log)
+        assert [e for e in srv.log if e[0] == "mail"] == [("mail", "a@b", {})]
+
+
+def test_failed_handshake_reported(certs):
+    with ServerThread(spec(tls_mode="starttls"), server_context(*certs)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO c\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        s.sendall(b"STARTTLS\r\n")
+        assert f.readline().startswith(b"220 ")
+        s.sendall(b"this is not a TLS client hello\r\n" * 4)
+        assert srv.wait_for(lambda: srv.closes())
+        s.close()
+        tls = [e for e in srv.log if e[0] == "tls"]
+        assert tls and tls[0][1] is False and tls[0][3]
+        assert srv.closes() == [("close", "error")]
+
+
+def test_command_timeout():
+    with ServerThread(spec(command_timeout=0.3)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        t0 = time.monotonic()
+        assert f.readline() == b"421 4.4.2 mx.test Error: timeout exceeded\r\n"
+        assert f.readline() == b""                      # closed
+        assert 0.25 < time.monotonic() - t0 < 3
+        s.close()
+        assert srv.wait_for(lambda: srv.closes() == [("close", "timeout")])
+
+
+def test_data_timeout():
+    with ServerThread(spec(command_timeout=5, data_timeout=0.3)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\npartial")
+        replies = [f.readline() for _ in range(5)]
+        assert replies[-1] == b"421 4.4.2 mx.test Error: timeout exceeded\r\n"
+        s.close()
+        assert srv.wait_for(lambda: srv.closes() == [("close", "timeout")])
+
+
+def test_connection_limits_total_and_per_ip():
+    with ServerThread(spec(max_connections=3, max_connections_per_ip=2)) as srv:
+        socks = []
+        try:
+            for _ in range(2):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                assert s.makefile("rb").readline().startswith(b"220 ")
+                socks.append(s)
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            assert s.makefile("rb").readline() == b"421 4.7.0 mx.test Error: too many connections\r\n"
+            s.close()
+            # another loopback address is another client
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5, source_address=("127.0.0.2", 0))
+            assert s.makefile("rb").readline().startswith(b"220 ")
+            socks.append(s)
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5, source_address=("127.0.0.3", 0))
+            assert s.makefile("rb").readline().startswith(b"421 ")
+            s.close()
+            assert srv.limits == ["per_ip", "total"]
+        finally:
+            for s in socks:
+                s.close()
+        # slots are given back when sessions end
+        assert srv.wait_for(lambda: srv.server.active == 0)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
+            assert c.noop()[0] == 250
+
+
+def test_reject_at_connect():
+    with ServerThread(spec(), reject_connect=True) as srv:
+        lines = raw_conv(srv.port, b"", expect_lines=0)
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        assert f.readline() == b"554 5.7.1 go away\r\n"
+        assert f.readline() == b""
+        s.close()
+        assert lines == []
+        assert srv.wait_for(lambda: len(srv.closes()) == 2)
+        assert set(srv.closes()) == {("close", "rejected")}
+
+
+@pytest.mark.parametrize("fake_end", [b"\n.\r\n", b"\r.\n", b"\n.\n", b"\r\n.\n"])
+def test_smuggling_over_socket(fake_end):
+    with ServerThread(spec()) as srv:
+        payload = (b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n"
+                   b"Subject: one\r\n\r\nhello" + fake_end +
+                   b"MAIL FROM:<admin@b.test>\r\nRCPT TO:<victim@y.test>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n")
+        lines = raw_conv(srv.port, payload, expect_lines=14)
+        finals = [ln[:3] for ln in lines if ln[3:4] == " "]
+        assert finals == ["250", "250", "250", "354", "554", "221"]
+        assert srv.wait_for(lambda: srv.closes())
+        assert [e[1] for e in srv.log if e[0] == "mail"] == ["a@b.test"]
+        assert not srv.handlers[0].messages
+
+
+@pytest.mark.slow
+def test_25mb_message_streams_with_bounded_memory():
+    import tracemalloc
+    size = 25 * 1024 * 1024
+    with ServerThread(spec(max_message_size=30 * 1024 * 1024)) as srv:
+        tracemalloc.start()
+        try:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"EHLO c\r\nMAIL FROM:<a@b> SIZE=%d\r\nRCPT TO:<c@d>\r\nDATA\r\n" % size)
+            line = f.readline()
+            while line[:1] == b"2":
+                line = f.readline()
+            assert line.startswith(b"354")
+            line = b"x" * 998 + b"\r\n"
+            block = line * 256                          # 256 KB
+            sent = 0
+            while sent < size:
+                s.sendall(block)
+                sent += len(block)
+            s.sendall(b".\r\nQUIT\r\n")
+            assert f.readline().startswith(b"250 2.0.0 Ok")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            s.close()
+        assert srv.handlers[0].size == sent
+        # the server thread never held more than a few read buffers at once
+        assert peak < 8 * 1024 * 1024, peak
+
+
+def test_shutdown_sends_421_to_idle_sessions():
+    srv = ServerThread(spec(command_timeout=30))
+    srv.__enter__()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    f = s.makefile("rb")
+    f.readline()
+    t0 = time.monotonic()
+    srv.__exit__(None, None, None)
+    assert time.monotonic() - t0 < 3
+    assert f.readline().startswith(b"421 4.3.2")
+    s.close()
+    assert srv.closes() == [("close", "shutdown")]
+
+
+def test_max_messages_per_connection_over_socket():
+    with ServerThread(spec(max_messages_per_connection=1)) as srv:
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
+            c.sendmail("a@b", ["c@d"], b"one\r\n")
+            with pytest.raises(smtplib.SMTPSenderRefused) as err:
+                c.sendmail("a@b", ["c@d"], b"two\r\n")
+            assert err.value.smtp_code == 421
+        assert srv.wait_for(lambda: srv.closes() == [("close", "limit")])
+
+
+def test_slow_handler_pipelining_still_ordered():
+    with ServerThread(spec(), slow_rcpt=0.05) as srv:
+        payload = b"HELO c\r\nMAIL FROM:<a@b>\r\n" + b"".join(b"RCPT TO:<r%d@y>\r\n" % i for i in range(10)) + \
+            b"NOOP\r\nQUIT\r\n"
+        lines = raw_conv(srv.port, payload, expect_lines=14)
+        assert [ln[:3] for ln in lines] == ["250"] * 13 + ["221"]
+        assert [e[1] for e in srv.log if e[0] == "rcpt"] == [f"r{i}@y" for i in range(10)]
+
+
+def test_listener_spec_from_config_like_object():
+    class Cfg:
+        name = "in"
+        address = "127.0.0.1"
+        port = 0
+        starttls = "required"
+        implicit_tls = False
+        command_timeout = 7.0
+        max_connections_per_ip = 3
+    s = ListenerSpec.from_config(Cfg())
+    assert (s.tls_mode, s.command_timeout, s.max_connections_per_ip, s.host) == ("starttls", 7.0, 3, "127.0.0.1")
+    with pytest.raises(ValueError):
+        ListenerSpec(name="x", tls_mode="sometimes")
