@@ -23,7 +23,8 @@ from ..maillog.sink import EventSink
 from .client import (REVEALING, DeliveryFailure, Reply, SmtpConnection, choose_mechanism,
                      local_address_for, tls_context)
 from .routes import NextHop, Route
-from .trouble import Kind, Outcome, Stage, Status, after_last_host, decide, kind_of_code, status_for
+from .trouble import (Kind, Outcome, Stage, Status, after_last_host, as_temporary, decide, kind_of_code,
+                      status_for)
 
 
 class Credentials(Protocol):
@@ -75,7 +76,8 @@ class HostsExhausted(Exception):
     @property
     def status(self) -> Status:
         f = self.failure
-        return status_for(f.stage, f.kind, f.reply.code if f.reply else None)
+        status = status_for(f.stage, f.kind, f.reply.code if f.reply else None)
+        return status if self.outcome is Outcome.BOUNCE_MESSAGE else as_temporary(status)
 
 
 @dataclass(frozen=True)

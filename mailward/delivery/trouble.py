@@ -171,6 +171,14 @@ def status_for(stage: Stage, kind: Kind, code: int | None = None) -> Status:
     return Status("4.3.0", "Other mail system problem")
 
 
+def as_temporary(status: Status) -> Status:
+    """A deferral is always logged with a 4.x.x status, even when the reply was a 5xx that
+    policy chose to treat as temporary (AUTH with on_auth_failure = "defer")."""
+    if status.code.startswith("5"):
+        return Status("4" + status.code[1:], status.description)
+    return status
+
+
 # --- retry schedule ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
