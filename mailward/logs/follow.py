@@ -28,6 +28,8 @@ class Follower:
         self._f: BinaryIO | None = None
         self._ident: tuple[int, int] | None = None
         self._pending = b""
+        self._tail = b""            # the last bytes read: detects a truncate-and-refill to our size
+        self._mtime = 0
 
     def _open(self, at_end: bool) -> bool:
         try:
@@ -40,6 +42,13 @@ class Follower:
         self._f = f
         self._ident = (st.st_dev, st.st_ino)
         self._pending = b""
+        self._mtime = st.st_mtime_ns
+        pos = f.tell()
+        if pos:
+            f.seek(max(0, pos - 64))
+            self._tail = f.read(pos - max(0, pos - 64))
+        else:
+            self._tail = b""
         return True
 
     def _drain(self) -> list[bytes]:
@@ -48,6 +57,7 @@ class Follower:
         data = self._f.read()
         if not data:
             return []
+        self._tail = (self._tail + data)[-64:]
         buf = self._pending + data
         parts = buf.split(b"\n")
         self._pending = parts.pop()
@@ -62,8 +72,15 @@ class Follower:
             return None     # between rename and re-create: keep reading the old file for now
         if (st.st_dev, st.st_ino) != self._ident:
             return "rotated"
-        if st.st_size < self._f.tell():
+        pos = self._f.tell()
+        if st.st_size < pos:
             return "truncated"
+        if st.st_mtime_ns != self._mtime:
+            self._mtime = st.st_mtime_ns
+            # Truncated and refilled to at least our offset between two polls: the bytes we
+            # last read are no longer where we read them.
+            if self._tail and os.pread(self._f.fileno(), len(self._tail), pos - len(self._tail)) != self._tail:
+                return "truncated"
         return None
 
     def lines(self, max_seconds: float | None = None,
@@ -81,17 +98,15 @@ class Follower:
                     if not opened:
                         time.sleep(self.poll)
                         continue
-                got = self._drain()
-                for raw in got:
-                    yield raw.decode("utf-8", "replace")
-                if got:
-                    continue
+                # Judge the path before reading: after a truncate-and-refill the bytes past our
+                # offset belong to a new file and must be read from its start.
                 change = self._replaced()
-                if change is not None:
+                if change == "rotated":
                     # Finish the old file (lines written just before the switch), then move on.
                     for raw in self._drain():
                         yield raw.decode("utf-8", "replace")
-                    if self._pending:   # the old file ended without a newline: a truncated line
+                if change is not None:
+                    if self._pending:   # the old content ended without a newline: a cut line
                         yield self._pending.decode("utf-8", "replace") + "\n"
                     assert self._f is not None
                     self._f.close()
@@ -100,6 +115,11 @@ class Follower:
                     else:
                         self.truncations += 1
                     opened = self._open(at_end=False)
+                    continue
+                got = self._drain()
+                for raw in got:
+                    yield raw.decode("utf-8", "replace")
+                if got:
                     continue
                 time.sleep(self.poll)
         finally:
