@@ -23,7 +23,9 @@ Design
 * STATE/DEFER/DELETE records change a message. They are applied to the in-memory index
   when submitted, i.e. in exactly the order they are written to the log, so a compaction
   copy (a snapshot of the message's state) can never be written behind a newer outcome.
-  A new message enters the index only once durable.
+  If such a write fails (SpoolError), memory keeps the change (the delivery did happen);
+  a restart may then try that recipient again: at least once, never lost.
+  A new message enters the index only once durable (even if its committer was cancelled).
 * Reclaim: segments are deleted oldest first, and only while the oldest one holds no live
   message. Deleting strictly in order is what keeps replay correct: a state record is
   always in the same or a later segment than the MSG record it changes, so removing a
@@ -82,6 +84,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at = 0.0
+        self._closing = False
         self.recovered_torn: dict[int, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -127,6 +130,9 @@ class Spool:
         """Flush pending commits and stop. Idempotent."""
         if self._committer is None:
             return
+        # No new maintenance from here on; the one running may still submit compaction
+        # copies, so it finishes before the committer drains and stops.
+        self._closing = True
         if self._wakeup is not None:
             self._wakeup.cancel()
             self._wakeup = None
@@ -140,6 +146,7 @@ class Spool:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        self._closing = False
 
     def _c(self) -> Committer:
         if self._committer is None:
@@ -302,6 +309,8 @@ class Spool:
         self._schedule_maintenance()
 
     def _schedule_maintenance(self) -> None:
+        if self._closing or self._committer is None:
+            return
         if self._maint is not None and not self._maint.done():
             return
         if not self._maintenance_needed():
