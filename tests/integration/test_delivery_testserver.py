@@ -26,6 +26,7 @@ class Conn:
     commands: list[str] = field(default_factory=list)
     tls: bool = False
     user: str | None = None
+    pipelined_batches: int = 0     # MAIL commands that arrived together with a RCPT
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class ScriptedServer:
             conn.commands.append(line if not line.upper().startswith("AUTH PLAIN ") else "AUTH PLAIN ***")
             verb, _, arg = line.partition(" ")
             verb = verb.upper()
+            if verb == "MAIL" and b"RCPT" in bytes(reader._buffer):
+                conn.pipelined_batches += 1
             custom = self.script(verb, arg, conn) if self.script else None
             if custom == DROP:
                 return
