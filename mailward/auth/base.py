@@ -72,7 +72,13 @@ class AuthProfile(Protocol):
 
 
 def password_of(creds: Credentials) -> str | None:
-    """The clear-text password when the mechanism carries one, else None."""
+    """The clear-text password when the mechanism carries one, else None.
+
+    Also None when the client asks to act as someone else (a PLAIN authzid other than its
+    own name): no profile here grants proxy rights, so such a login is refused.
+    """
+    if creds.authzid not in (None, "", creds.username):
+        return None
     if creds.mechanism.upper() in PASSWORD_MECHANISMS and creds.password is not None:
         return creds.password
     return None

@@ -122,7 +122,7 @@ class LdapProfile:
     async def verify(self, creds: Credentials, *, icid: int, client_ip: str) -> AuthOutcome:
         password = password_of(creds)
         if password is None:
-            return AuthOutcome(Verdict.FAIL, self.name, detail=f"mechanism {creds.mechanism} not supported")
+            return AuthOutcome(Verdict.FAIL, self.name, detail=f"mechanism {creds.mechanism} or authorization identity not supported")
         if password == "" or not creds.username:
             return AuthOutcome(Verdict.FAIL, self.name, detail="empty user or password")
 

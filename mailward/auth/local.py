@@ -38,7 +38,7 @@ class LocalProfile:
     async def verify(self, creds: Credentials, *, icid: int, client_ip: str) -> AuthOutcome:
         password = password_of(creds)
         if password is None:
-            return AuthOutcome(Verdict.FAIL, self.name, detail=f"mechanism {creds.mechanism} not supported")
+            return AuthOutcome(Verdict.FAIL, self.name, detail=f"mechanism {creds.mechanism} or authorization identity not supported")
         try:
             # Before the cache: a user changed on disk is forgotten before we answer from it.
             self.store.refresh()

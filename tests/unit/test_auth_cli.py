@@ -4,10 +4,19 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+from argon2 import PasswordHasher, Type
 from click.testing import CliRunner
 
 from mailward.auth import cli as auth_cli
 from mailward.auth.cli import auth_group, users_group
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch):
+    # Production parameters cost ~0.1-0.3 s a hash; the commands' logic is what is tested here.
+    monkeypatch.setattr("mailward.auth.users.default_hasher",
+                        lambda: PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
 
 
 def test_users_add_list_passwd_del(tmp_path):

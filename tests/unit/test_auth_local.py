@@ -148,7 +148,7 @@ def test_failure_clears_cached_user(store):
 
 
 def test_verification_does_not_block_the_event_loop(tmp_path):
-    slow = PasswordHasher(time_cost=2, memory_cost=32768, parallelism=1, type=Type.ID)
+    slow = PasswordHasher(time_cost=1, memory_cost=16384, parallelism=1, type=Type.ID)
     s = UserStore(tmp_path / "u.db", hasher=slow, create=True)
     s.add("alice", "pw")
     profile = LocalProfile("Local", s)
@@ -238,3 +238,14 @@ def test_same_reply_for_unknown_and_wrong(store):
     a = verify(profile, "alice", "nope")
     b = verify(profile, "nobody", "nope")
     assert (a.verdict, a.profile, a.detail, a.events) == (b.verdict, b.profile, b.detail, b.events)
+
+
+def test_authzid_other_than_self_is_refused(store):
+    profile = LocalProfile("Local", store)
+
+    def run(authzid):
+        return asyncio.run(profile.verify(Credentials("PLAIN", "alice", "wonderland", authzid=authzid),
+                                          icid=1, client_ip="127.0.0.1")).verdict
+
+    assert run(None) is Verdict.OK and run("") is Verdict.OK and run("alice") is Verdict.OK
+    assert run("bob") is Verdict.FAIL
