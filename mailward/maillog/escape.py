@@ -14,6 +14,7 @@ The escapes (a superset of what the appliance itself writes, which is ``\\r \\n 
                 lone surrogate U+DC80..U+DCFF), so invalid UTF-8 survives exactly
 ``\\uNNNN``     C1 controls, U+2028/U+2029 and other lone surrogates: characters that some
                 readers (``str.splitlines``) treat as line breaks
+``\\UNNNNNNNN`` a character beyond the BMP escaped to break a match
 ``\\' \\"``     the quote character inside a quoted field, as Python's repr does
 ==============  ==========================================================================
 
@@ -60,7 +61,7 @@ def _build_table() -> dict[int, str]:
 _TABLE = _build_table()
 # Fast check: does the value need any translation at all? (Most values do not.)
 _NEEDS = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\ud800-\udfff]")
-_UNESC = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_UNESC = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U0[0-9a-fA-F]{7}|.)", re.DOTALL)
 _SINGLE = {"\\": "\\", "r": "\r", "n": "\n", "t": "\t", "'": "'", '"': '"'}
 
 
@@ -87,6 +88,8 @@ def escape_char(ch: str) -> str:
         return "\\x%02x" % code
     if 0xDC80 <= code <= 0xDCFF:
         return "\\x%02x" % (code - 0xDC00)
+    if code > 0xFFFF:
+        return "\\U%08x" % code
     return "\\u%04x" % code
 
 
@@ -98,6 +101,8 @@ def _unesc(m: re.Match[str]) -> str:
         # An unknown escape is kept as written: real logs have stray backslashes.
         return got if got is not None else "\\" + s
     code = int(s[1:], 16)
+    if code > 0x10FFFF:
+        return "\\" + s
     if c == "x" and code >= 0x80:
         return chr(0xDC00 + code)
     return chr(code)

@@ -81,11 +81,15 @@ def _fmt_qs(value: str, style: str, limit: int | None) -> str:
     return esc.quote(value, None, limit)
 
 
+# A \' that is an escape (after an even run of backslashes), not an escaped backslash.
+_ESCAPED_APOS = re.compile(r"(?<!\\)(?:\\\\)*\\'")
+
+
 def _parse_qs(text: str) -> tuple[str, str]:
     value = esc.unquote(text)
     if text[0] == "'":
         return value, "'"
-    if "\\'" not in text and "'" in value and '"' not in value:
+    if _ESCAPED_APOS.search(text) is None and "'" in value and '"' not in value:
         return value, "'"
     return value, '"'
 
@@ -156,6 +160,15 @@ class _Compiled:
             slots.append(_Slot(name, kind, arg or None, term, tail, extra))
         self.slots = tuple(slots)
         self.names = tuple(names)
+        # A field the shape does not write reads back as its default (None when it has
+        # none), and the shape only fits events that hold exactly that value.
+        fixed = dict(shape.fixed)
+        implied = {"quote"} if any(sl.kind == "qs" for sl in slots) else set()
+        for f in dataclasses.fields(shape.cls):
+            if f.name in names or f.name in fixed or f.name in implied:
+                continue
+            fixed[f.name] = None if f.default is dataclasses.MISSING else f.default
+        self.fixed = fixed
         self.pieces = tuple(lits)
         rx = ["^", re.escape(lits[0])]
         for i, slot in enumerate(slots):
@@ -182,6 +195,11 @@ class _Compiled:
                 return False
         for name in self.names:
             if getattr(event, name) is None and not self._none_ok(name):
+                return False
+        for slot in self.slots:
+            if slot.kind == "qs" and getattr(event, "quote") not in ("'", '"'):
+                return False
+            if slot.kind == "enum" and getattr(event, slot.name) not in slot.arg.split("|"):
                 return False
         return True
 
@@ -305,9 +323,12 @@ _BY_KEY: dict[tuple, list[_Compiled]] = {}
 
 
 def _key_of(text: str) -> tuple:
+    # The third word is a safe key only when the second cannot hold spaces (a literal
+    # or a number); otherwise a value with spaces would shift the words.
     words = text.split(" ", 3)
     w0 = words[0]
-    if len(words) > 2 and "{" not in words[2] and "{" not in w0:
+    if len(words) > 2 and "{" not in words[2] and "{" not in w0 and \
+            ("{" not in words[1] or re.fullmatch(r"\{\w+:int\}", words[1])):
         return (w0, words[2])
     return (w0,)
 
@@ -404,10 +425,15 @@ def _format_note(event: ev.Event, limit: int | None) -> str:
     if got == event:
         return body
     # A specific template would read this text: break its literal with one escape.
-    text = esc.escape(event.text, limit)
-    if text:
-        text = esc.escape_char(text[0]) + text[1:]
+    text = _break_first(event.text, limit)
     return comp.pieces[0] + str(getattr(event, comp.names[0])) + comp.pieces[1] + esc.guard_tail(text)
+
+
+def _break_first(value: str, limit: int | None) -> str:
+    """Escape ``value`` with its first character always written as ``\\xNN``."""
+    if not value:
+        return ""
+    return esc.escape_char(value[0]) + esc.escape(value[1:], limit)
 
 
 def _format_free(event: ev.Event, text: str) -> str:
@@ -419,8 +445,7 @@ def _format_free(event: ev.Event, text: str) -> str:
     got, _ = parse_body(text)
     if got == event:
         return text
-    if text:
-        text = esc.escape_char(text[0]) + text[1:]
+    text = esc.guard_tail(_break_first(event.text, None))
     for name in _ID_ORDER:
         text = re.sub(r"(?<![A-Za-z\\])(%s)(?=:? \d)" % name, lambda m: esc.escape_char(m.group(1)[0]) + m.group(1)[1:], text)
     return text
