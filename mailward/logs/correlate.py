@@ -87,7 +87,8 @@ class Correlator:
         self._states: dict[str, _State] = {}
         self._last_app: str | None = None
         self._st = _State()
-        self._since_sweep = 0
+        self._countdown = sweep_every
+        self._sweeps = 0
         d = self._dispatch = {}
         for name in dir(self):
             if name.startswith("_on_"):
@@ -99,25 +100,31 @@ class Correlator:
 
     def feed(self, appliance: str, ts: float | None, rec: "LogRecord") -> None:
         ev = rec.event
-        if ev is None:
-            return
-        handler = self._dispatch.get(ev.__class__)
+        handler = self._dispatch.get(ev.__class__)     # None (no event) is not in the table
         if handler is None:
             return
         if appliance != self._last_app:
-            st = self._states.get(appliance)
-            if st is None:
-                st = self._states[appliance] = _State()
-            self._st = st
-            self._last_app = appliance
+            self._switch(appliance)
         if ts is not None and ts > self.now:
             self.now = ts
-        self.counters.events += 1
         handler(self._st, ev, ts, rec.raw)
-        self._since_sweep += 1
-        if self._since_sweep >= self.sweep_every:
-            self._since_sweep = 0
+        self._countdown -= 1
+        if not self._countdown:
+            self._countdown = self.sweep_every
+            self._sweeps += 1
             self.sweep()
+
+    def _switch(self, appliance: str) -> None:
+        st = self._states.get(appliance)
+        if st is None:
+            st = self._states[appliance] = _State()
+        self._st = st
+        self._last_app = appliance
+
+    @property
+    def events(self) -> int:
+        """Events handled so far."""
+        return self._sweeps * self.sweep_every + (self.sweep_every - self._countdown)
 
     __call__ = feed
 
@@ -152,10 +159,9 @@ class Correlator:
         return m
 
     def _line(self, obj: Message | Connection | Delivery, raw: str) -> None:
+        # Callers test ``self.keep_lines`` first: the call is skipped on the bulk path.
         lines = obj.lines
         if lines is None:
-            if not self.keep_lines:
-                return
             lines = obj.lines = []
         if len(lines) < MAX_LINES:
             lines.append(raw.rstrip("\r\n"))
@@ -176,7 +182,8 @@ class Correlator:
         c.verified = ev.verified
         c.interface = ev.interface
         c.interface_ip = ev.interface_ip
-        self._line(c, raw)
+        if self.keep_lines:
+            self._line(c, raw)
 
     def _on_HatDecision(self, st: _State, ev: E.HatDecision, ts, raw) -> None:
         c = self._conn(st, ev.icid, ts)
@@ -185,18 +192,21 @@ class Correlator:
         c.match = ev.match
         c.sbrs = ev.sbrs
         c.country = ev.country
-        self._line(c, raw)
+        if self.keep_lines:
+            self._line(c, raw)
 
     def _on_IcidTlsSuccess(self, st: _State, ev: E.IcidTlsSuccess, ts, raw) -> None:
         c = self._conn(st, ev.icid, ts)
         c.tls_protocol = ev.protocol or "TLS"
         c.tls_cipher = ev.cipher
-        self._line(c, raw)
+        if self.keep_lines:
+            self._line(c, raw)
 
     def _on_IcidTlsFailed(self, st: _State, ev, ts, raw) -> None:
         c = self._conn(st, ev.icid, ts)
         c.tls_failed = True
-        self._line(c, raw)
+        if self.keep_lines:
+            self._line(c, raw)
 
     _on_IcidTlsRequired = _on_IcidTlsFailed
 
@@ -204,12 +214,14 @@ class Correlator:
         c = st.icids.pop(ev.icid, None)
         if c is not None:
             c.closed = ts
-            self._line(c, raw)
+            if self.keep_lines:
+                self._line(c, raw)
 
     _on_IcidLost = _on_IcidClose
 
     def _on_IcidNote(self, st: _State, ev, ts, raw) -> None:
-        self._line(self._conn(st, ev.icid, ts), raw)
+        if self.keep_lines:
+            self._line(self._conn(st, ev.icid, ts), raw)
 
     _on_ReceivingFailed = _on_IcidNote
     _on_SmtpAuthForwardUnreachable = _on_IcidNote
@@ -220,9 +232,11 @@ class Correlator:
     _on_SmtpAuthRejected = _on_IcidNote
 
     def _on_InvalidAddress(self, st: _State, ev: E.InvalidAddress, ts, raw) -> None:
-        self._line(self._conn(st, ev.icid, ts), raw)
+        if self.keep_lines:
+            self._line(self._conn(st, ev.icid, ts), raw)
         if ev.mid is not None:
-            self._line(self._msg(st, ev.mid, ts), raw)
+            if self.keep_lines:
+                self._line(self._msg(st, ev.mid, ts), raw)
 
     def _on_SmtpAuthResult(self, st: _State, ev: E.SmtpAuthResult, ts, raw) -> None:
         c = self._conn(st, ev.icid, ts)
@@ -232,7 +246,8 @@ class Correlator:
             c.auth_profile = ev.profile
         else:
             c.auth_failures.append(ev.user)
-        self._line(c, raw)
+        if self.keep_lines:
+            self._line(c, raw)
         self.counters.auth += 1
         if self.on_auth is not None:
             self.on_auth(AuthAttempt(c.appliance, ts, "inbound", ev.succeeded, ev.user, ev.mechanism,
@@ -246,13 +261,15 @@ class Correlator:
         m.partial = False
         m.started = ts
         self._attach(st, m, ev.icid)
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_MailFrom(self, st: _State, ev: E.MailFrom, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.sender = ev.sender
         self._attach(st, m, ev.icid)
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_RcptTo(self, st: _State, ev: E.RcptTo, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
@@ -262,56 +279,66 @@ class Correlator:
         else:
             r.address = ev.rcpt
         self._attach(st, m, ev.icid)
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_RcptRejected(self, st: _State, ev: E.RcptRejected, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.rejected.append(ev.rcpt)
         self._attach(st, m, ev.icid)
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_MessageIdHeader(self, st: _State, ev, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.message_id = ev.message_id
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_SubjectHeader(self, st: _State, ev, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.subject = ev.subject
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_MessageReady(self, st: _State, ev: E.MessageReady, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.size = ev.size
         if m.sender is None:
             m.sender = ev.sender
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_PolicyMatch(self, st: _State, ev: E.PolicyMatch, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.policy = ev.policy
         m.direction = ev.direction
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_QueuedForDelivery(self, st: _State, ev, ts, raw) -> None:
-        self._line(self._msg(st, ev.mid, ts), raw)
+        if self.keep_lines:
+            self._line(self._msg(st, ev.mid, ts), raw)
 
     def _on_MidNote(self, st: _State, ev: E.MidNote, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         if len(m.verdicts) < MAX_VERDICTS:
             m.verdicts.append(ev.text)
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_MessageAborted(self, st: _State, ev: E.MessageAborted, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.abort_reason = ev.reason
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_MessageFinished(self, st: _State, ev: E.MessageFinished, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         m.finished = ts
         m.status = ev.status
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
         # Recipients never delivered by a finished message: dropped (after "Message aborted")
         # or handed to a split child, which then carries their outcome.
         split = any(rel == "split" for _, rel in m.children)
@@ -332,7 +359,8 @@ class Correlator:
         parent = st.mids.get(parent_mid)
         if parent is not None:
             parent.children.append((child_mid, relation))
-            self._line(parent, raw)
+            if self.keep_lines:
+                self._line(parent, raw)
             if inherit:
                 # A split/rewritten child is the same mail: same connection, same envelope.
                 if child.connection is None:
@@ -344,7 +372,8 @@ class Correlator:
                 child.partial = parent.partial
                 if child.started is None or (parent.started is not None and parent.started < child.started):
                     child.started = parent.started
-        self._line(child, raw)
+        if self.keep_lines:
+            self._line(child, raw)
         return child
 
     def _on_SplitMid(self, st: _State, ev: E.SplitMid, ts, raw) -> None:
@@ -355,7 +384,8 @@ class Correlator:
             m = self._msg(st, ev.mid, ts)
             if len(m.verdicts) < MAX_VERDICTS:
                 m.verdicts.append(f"rewritten by {ev.by}")
-            self._line(m, raw)
+            if self.keep_lines:
+                self._line(m, raw)
             return
         child = self._family(st, ev.mid, ev.new_mid, "rewritten", ts, raw, True)
         parent = st.mids.get(ev.mid)
@@ -377,36 +407,42 @@ class Correlator:
         d.interface = ev.interface
         d.address = ev.address
         d.port = ev.port
-        self._line(d, raw)
+        if self.keep_lines:
+            self._line(d, raw)
 
     def _on_DcidTlsSuccess(self, st: _State, ev: E.DcidTlsSuccess, ts, raw) -> None:
         d = self._deliv(st, ev.dcid, ts)
         d.tls_protocol = ev.protocol or "TLS"
         d.tls_cipher = ev.cipher
-        self._line(d, raw)
+        if self.keep_lines:
+            self._line(d, raw)
 
     def _on_DcidTlsFailed(self, st: _State, ev, ts, raw) -> None:
         d = self._deliv(st, ev.dcid, ts)
         d.tls_failed = True
-        self._line(d, raw)
+        if self.keep_lines:
+            self._line(d, raw)
 
     _on_DcidTlsRequired = _on_DcidTlsFailed
 
     def _on_DcidNote(self, st: _State, ev, ts, raw) -> None:
-        self._line(self._deliv(st, ev.dcid, ts), raw)
+        if self.keep_lines:
+            self._line(self._deliv(st, ev.dcid, ts), raw)
 
     def _on_DeliveryConnectionError(self, st: _State, ev: E.DeliveryConnectionError, ts, raw) -> None:
         d = self._deliv(st, ev.dcid, ts)
         d.address = d.address or ev.address
         d.port = d.port or ev.port
         d.error = ev.reason
-        self._line(d, raw)
+        if self.keep_lines:
+            self._line(d, raw)
 
     def _on_DcidClose(self, st: _State, ev, ts, raw) -> None:
         d = st.dcids.pop(ev.dcid, None)
         if d is not None:
             d.closed = ts
-            self._line(d, raw)
+            if self.keep_lines:
+                self._line(d, raw)
 
     def _on_OutboundAuthResult(self, st: _State, ev: E.OutboundAuthResult, ts, raw) -> None:
         d = self._deliv(st, ev.dcid, ts)
@@ -414,7 +450,8 @@ class Correlator:
         d.auth_profile = ev.profile
         d.auth_succeeded = ev.succeeded
         d.auth_response = response_text(ev.response)
-        self._line(d, raw)
+        if self.keep_lines:
+            self._line(d, raw)
         self.counters.auth += 1
         if self.on_auth is not None:
             self.on_auth(AuthAttempt(d.appliance, ts, "outbound", ev.succeeded, None, None, ev.profile,
@@ -434,7 +471,8 @@ class Correlator:
             r.delivery = d
             r.attempts += 1
             r.last_seen = ts
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_MessageDone(self, st: _State, ev: E.MessageDone, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
@@ -446,13 +484,15 @@ class Correlator:
             if d is not None:
                 r.delivery = d
             r.last_seen = ts
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_DeliveryResponse(self, st: _State, ev: E.DeliveryResponse, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
         for rid in ev.rids:
             m.recipient(rid).response = ev.response
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _settle(self, st: _State, ev, outcome: str, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
@@ -474,7 +514,8 @@ class Correlator:
         d = self._delivery_for(st, ev.dcid, ts)
         if d is not None:
             r.delivery = d
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     def _on_Bounced(self, st: _State, ev: E.Bounced, ts, raw) -> None:
         self._settle(st, ev, BOUNCED, ts, raw)
@@ -486,7 +527,8 @@ class Correlator:
         m = self._msg(st, ev.mid, ts)
         for rid in ev.rids:
             m.recipient(rid).pending_till = ev.until
-        self._line(m, raw)
+        if self.keep_lines:
+            self._line(m, raw)
 
     # --- ending -------------------------------------------------------------------------
 
@@ -512,6 +554,7 @@ class Correlator:
 
     def flush(self) -> None:
         """End of input: hand out every unfinished message (as expired), oldest first."""
+        self.counters.events = self.events
         for st in self._states.values():
             pending = sorted(st.mids.values(), key=lambda m: (m.started or 0.0, m.mid))
             st.mids.clear()
