@@ -7,6 +7,7 @@ argv is visible to every local user in ``ps`` and lands in shell history.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,20 @@ def _store(ctx: click.Context, create: bool = False):
         _fail(str(exc))
 
 
+def _where(f: Callable) -> Callable:
+    """The file options, accepted after the sub-command too (`users passwd demo --file F`)."""
+    @click.option("--file", "-f", "users_file", type=click.Path(path_type=Path), help="Users file.")
+    @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config naming the file.")
+    @click.option("--profile", help="Local auth profile in --config (when there are several).")
+    @functools.wraps(f)
+    def wrapper(*args, users_file=None, config_path=None, profile=None, **kwargs):
+        ctx = click.get_current_context()
+        base = ctx.find_object(tuple) or (None, None, None)
+        ctx.obj = (users_file or base[0], config_path or base[1], profile or base[2])
+        return f(*args, **kwargs)
+    return wrapper
+
+
 @click.group("users")
 @click.option("--file", "-f", "users_file", type=click.Path(path_type=Path), help="Users file.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config naming the file.")
@@ -102,6 +117,7 @@ def _change(action: Callable[[], None]) -> None:
 
 @users_group.command("add")
 @click.argument("name")
+@_where
 @click.pass_context
 def users_add(ctx: click.Context, name: str) -> None:
     """Add NAME; the password is prompted for (or read from stdin)."""
@@ -113,6 +129,7 @@ def users_add(ctx: click.Context, name: str) -> None:
 
 @users_group.command("passwd")
 @click.argument("name")
+@_where
 @click.pass_context
 def users_passwd(ctx: click.Context, name: str) -> None:
     """Set NAME's password (prompted for, or read from stdin)."""
@@ -126,6 +143,7 @@ def users_passwd(ctx: click.Context, name: str) -> None:
 
 @users_group.command("del")
 @click.argument("name")
+@_where
 @click.pass_context
 def users_del(ctx: click.Context, name: str) -> None:
     """Delete NAME."""
@@ -135,6 +153,7 @@ def users_del(ctx: click.Context, name: str) -> None:
 
 
 @users_group.command("list")
+@_where
 @click.pass_context
 def users_list(ctx: click.Context) -> None:
     """List user names, one a line."""

@@ -2,7 +2,9 @@
 
 Owns the mapping from config sections to profile classes and the sharing rules: one
 credential cache for every profile (entries are keyed by profile name), chains resolved to
-their member objects. Must not read anything but the secret files the config names.
+their member objects. Must not read anything but the files the config names. A profile that
+cannot be built (missing or loose users file, bad URL) raises ``ConfigError`` naming it, so
+the gateway refuses to start with one clear line instead of failing every login later.
 """
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from .base import AuthProfile
 from .cache import CredentialCache
 from .chain import ChainProfile
 from .local import LocalProfile
-from .users import UserStore
+from .users import UserStore, UserStoreError
 
 
 def build_profiles(profiles_cfg: Mapping[str, Any], *, cache: CredentialCache | None = None,
@@ -49,5 +52,8 @@ def build_profiles(profiles_cfg: Mapping[str, Any], *, cache: CredentialCache | 
         return prof
 
     for name in pending:
-        build(name)
+        try:
+            build(name)
+        except (UserStoreError, ValueError) as exc:
+            raise ConfigError(f"auth_profiles.{name}: {exc}") from None
     return built

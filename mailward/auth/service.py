@@ -31,6 +31,16 @@ class Authenticator:
         self.sink = sink
         self.guard = guard
 
+    async def aclose(self) -> None:
+        """Release the profiles' pooled connections and threads (gateway shutdown)."""
+        for profile in self.profiles.values():
+            close = getattr(profile, "close", None)
+            if close is None:
+                continue
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+
     def mechanisms(self, profile_name: str) -> tuple[str, ...]:
         """What a listener using ``profile_name`` may advertise (empty if the profile is missing)."""
         p = self.profiles.get(profile_name)

@@ -74,3 +74,15 @@ def test_auth_test_command(tmp_path, monkeypatch):
     monkeypatch.setattr(auth_cli, "load_profiles", lambda p: seen.append(p) or {})
     r.invoke(auth_group, ["test", "--config", str(cfg), "Local", "alice"], input="x\n")
     assert seen == [cfg]
+
+
+def test_file_option_after_the_subcommand(tmp_path):
+    # The form the demo start-up message prints: `mailward users passwd demo --file F`.
+    f = tmp_path / "users.db"
+    r = CliRunner()
+    assert r.invoke(users_group, ["add", "demo", "--file", str(f)], input="pw1\n").exit_code == 0
+    res = r.invoke(users_group, ["passwd", "demo", "--file", str(f)], input="pw2\n")
+    assert res.exit_code == 0, res.output
+    assert r.invoke(users_group, ["list", "-f", str(f)]).output.split() == ["demo"]
+    res = r.invoke(users_group, ["list"])
+    assert res.exit_code == 2 and "--file" in res.output

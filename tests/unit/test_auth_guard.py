@@ -119,3 +119,53 @@ def test_from_config_reads_the_schema():
 
     s = GuardSettings.from_config(AuthGuardConfig(free_failures=1, lockout_seconds=5))
     assert s.free_failures == 1 and s.lockout_seconds == 5 and s.max_keys == 100_000
+
+
+def test_real_time_attack_is_slowed_while_legit_user_is_not():
+    """1,000 wrong passwords from one address on the real clock: tarpitted, then refused;
+    a legitimate login from elsewhere meanwhile takes no tarpit time at all."""
+    import time
+
+    from mailward.auth.base import AuthOutcome, Credentials, Verdict
+    from mailward.auth.service import Authenticator
+
+    class Table:
+        name = "P"
+        mechanisms = ("PLAIN",)
+
+        async def verify(self, creds, *, icid, client_ip):
+            ok = (creds.username, creds.password) == ("legit", "right")
+            return AuthOutcome(Verdict.OK if ok else Verdict.FAIL, "P")
+
+    sink = ListSink()
+    guard = AuthGuard(GuardSettings(free_failures=2, base_delay=0.02, max_delay=0.08, lockout_failures=8,
+                                    lockout_seconds=60), sink)
+    auth = Authenticator({"P": Table()}, sink, guard)
+
+    async def attacker():
+        verdicts = []
+        for i in range(1000):
+            out = await auth.authenticate("P", Credentials("PLAIN", f"u{i % 50}", "guess"), icid=i,
+                                          client_ip="203.0.113.9")
+            verdicts.append(out.verdict)
+            await asyncio.sleep(0)
+        return verdicts
+
+    async def legit():
+        await asyncio.sleep(0.02)            # the attack is under way
+        t0 = time.perf_counter()
+        out = await auth.authenticate("P", Credentials("PLAIN", "legit", "right"), icid=5000,
+                                      client_ip="198.51.100.20")
+        return out.verdict, time.perf_counter() - t0
+
+    async def main():
+        t0 = time.perf_counter()
+        verdicts, (legit_verdict, legit_time) = await asyncio.gather(attacker(), legit())
+        return verdicts, legit_verdict, legit_time, time.perf_counter() - t0
+
+    verdicts, legit_verdict, legit_time, attack_time = asyncio.run(main())
+    assert verdicts.count(Verdict.FAIL) == 8 and verdicts.count(Verdict.LOCKED) == 992
+    assert attack_time >= 0.02 + 0.04 + 0.08 * 4    # the tarpit really waited (failures 3..8)
+    assert legit_verdict is Verdict.OK
+    assert legit_time < 0.02                # less than the smallest tarpit step: none applied
+    assert [e.scope for e in sink.of_type(SmtpAuthLockout)] == ["address"]
