@@ -35,6 +35,7 @@ def test_authenticated_relay_reaches_the_sink_and_the_log(postfix_peer):
         s.login("dave", "s3cret")
         s.sendmail("a@gw.test", ["bob@example.com"], b"Subject: peer\r\n\r\n.leading dot\r\n")
     got = postfix_peer.wait_for_messages(before + 1)[-1]
+    assert postfix_peer.messages()[-1] == postfix_peer.messages[-1] == got
     assert got.mail_from == "a@gw.test" and got.rcpts == ("bob@example.com",)
     assert b"\r\n.leading dot\r\n" in got.data and b"Subject: peer" in got.data
     postfix_peer.wait_for_log(r"sasl_method=PLAIN, sasl_username=dave@")

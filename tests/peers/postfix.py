@@ -61,6 +61,14 @@ class ReceivedMessage:
     helo: str
 
 
+class MessageList(list):
+    """A snapshot list of received messages that may also be called: ``peer.messages`` and
+    ``peer.messages()`` both work (tests in the tree use either spelling)."""
+
+    def __call__(self) -> "MessageList":
+        return self
+
+
 class _SinkHandler(socketserver.StreamRequestHandler):
     """A minimal SMTP server: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT. No AUTH, no TLS."""
 
@@ -166,9 +174,9 @@ class SmtpSink:
             return f"SINK{len(self._messages)}"
 
     @property
-    def messages(self) -> list[ReceivedMessage]:
+    def messages(self) -> MessageList:
         with self._lock:
-            return list(self._messages)
+            return MessageList(self._messages)
 
     def wait_for_messages(self, count: int, timeout: float = 15.0) -> list[ReceivedMessage]:
         """Block until at least ``count`` messages arrived; raise AssertionError on timeout."""
@@ -304,7 +312,7 @@ class PostfixInstance:
             time.sleep(0.05)
 
     @property
-    def messages(self) -> list[ReceivedMessage]:
+    def messages(self) -> MessageList:
         return self.sink.messages
 
     def wait_for_messages(self, count: int, timeout: float = 15.0) -> list[ReceivedMessage]:
