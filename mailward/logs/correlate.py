@@ -17,6 +17,7 @@ record stream (no clocks, no I/O).
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING, Callable
 
 from mailward.maillog import events as E
@@ -95,6 +96,17 @@ class Correlator:
                 cls = getattr(E, name[4:], None)
                 if isinstance(cls, type) and issubclass(cls, E.Event):
                     d[cls] = getattr(self, name)
+        # Event classes without a rule of their own (new ones included) still reach the story
+        # of the id they carry, as evidence.
+        for cls in vars(E).values():
+            if isinstance(cls, type) and issubclass(cls, E.Event) and cls not in d:
+                names = {f.name for f in fields(cls)}
+                if "mid" in names:
+                    d[cls] = self._mid_line
+                elif "icid" in names:
+                    d[cls] = self._icid_line
+                elif "dcid" in names:
+                    d[cls] = self._dcid_line
 
     # --- the per-line path ------------------------------------------------------------------
 
@@ -529,6 +541,79 @@ class Correlator:
             m.recipient(rid).pending_till = ev.until
         if self.keep_lines:
             self._line(m, raw)
+
+    # --- quarantine, LDAP, double bounces, reinjection ---------------------------------------
+
+    def _mid_line(self, st: _State, ev, ts, raw) -> None:
+        m = self._msg(st, ev.mid, ts)
+        if self.keep_lines:
+            self._line(m, raw)
+
+    def _icid_line(self, st: _State, ev, ts, raw) -> None:
+        c = self._conn(st, ev.icid, ts)
+        if self.keep_lines:
+            self._line(c, raw)
+
+    def _dcid_line(self, st: _State, ev, ts, raw) -> None:
+        d = self._deliv(st, ev.dcid, ts)
+        if self.keep_lines:
+            self._line(d, raw)
+
+    def _note(self, st: _State, mid: int, text: str, ts, raw) -> Message:
+        m = self._msg(st, mid, ts)
+        if len(m.verdicts) < MAX_VERDICTS:
+            m.verdicts.append(text)
+        if self.keep_lines:
+            self._line(m, raw)
+        return m
+
+    def _on_IsqTagged(self, st: _State, ev, ts, raw) -> None:
+        self._note(st, ev.mid, "ISQ: tagged for quarantine", ts, raw)
+
+    def _on_RpcDeliveryStart(self, st: _State, ev, ts, raw) -> None:
+        self._note(st, ev.mid, f"RPC delivery to {ev.destination} (RCID {ev.rcid})", ts, raw)
+
+    def _on_RpcMessageDone(self, st: _State, ev, ts, raw) -> None:
+        # The message reached the spam quarantine: its undelivered recipients are held there.
+        m = self._note(st, ev.mid, f"RPC message done (RCID {ev.rcid})", ts, raw)
+        for r in m.recipients.values():
+            if r.outcome == PENDING:
+                r.outcome = QUARANTINED
+                r.last_seen = ts
+
+    def _on_PossibleDelivery(self, st: _State, ev, ts, raw) -> None:
+        # The connection broke after the data was sent: delivery may or may not have happened.
+        m = self._note(st, ev.mid, f"possible delivery on DCID {ev.dcid}", ts, raw)
+        d = self._delivery_for(st, ev.dcid, ts)
+        for rid in ev.rids:
+            r = m.recipient(rid)
+            if d is not None:
+                r.delivery = d
+            r.last_seen = ts
+
+    def _on_DoubleBounce(self, st: _State, ev, ts, raw) -> None:
+        m = self._msg(st, ev.mid, ts)
+        r = m.recipient(ev.rid)
+        r.outcome = BOUNCED
+        r.status = ev.status
+        r.description = f"double bounce: {ev.description}"
+        r.last_seen = ts
+        if self.keep_lines:
+            self._line(m, raw)
+
+    def _on_LdapDrop(self, st: _State, ev, ts, raw) -> None:
+        m = self._note(st, ev.mid, f"LDAP drop query {ev.query} RID {ev.rid}", ts, raw)
+        r = m.recipient(ev.rid)
+        r.outcome = DROPPED
+        r.address = r.address or ev.address
+        r.last_seen = ts
+
+    def _on_LdapReroute(self, st: _State, ev, ts, raw) -> None:
+        self._note(st, ev.mid, f"LDAP reroute query {ev.query} RID {ev.rid} to {ev.targets}", ts, raw)
+
+    def _on_Reinjected(self, st: _State, ev, ts, raw) -> None:
+        # Released from the end-user quarantine as a new MID: the same mail, same connection.
+        self._family(st, ev.mid, ev.new_mid, "reinjected", ts, raw, True)
 
     # --- ending -------------------------------------------------------------------------
 

@@ -191,3 +191,37 @@ def test_unknown_and_none_events_are_ignored():
     r.c.feed("", 1.0, Rec(None, "garbage"))
     r.c.feed("", 1.0, Rec(E.SystemNote("CASE cache status"), "x"))
     assert r.stories == [] and r.c.counters.events == 0
+
+
+def test_quarantine_reinjection_ldap_and_double_bounce_from_real_line_texts():
+    """Line texts as documented from real appliances (MAIL_LOGS.md §2.4/2.5), parsed by the
+    shared grammar, then joined."""
+    from mailward.logs.sources import Reader
+
+    text = """\
+Fri Nov 17 06:00:31 2006 Info: Start MID 4433 ICID 77
+Fri Nov 17 06:00:31 2006 Info: MID 4433 ICID 77 From: <a@example.org>
+Fri Nov 17 06:00:31 2006 Info: MID 4433 ICID 77 RID 0 To: <b@example.com>
+Fri Nov 17 06:00:31 2006 Info: MID 4433 ICID 77 RID 1 To: <c@example.com>
+Fri Nov 17 06:00:31 2006 Info: LDAP: Drop query HutchLDAP.ldapaccept MID 4433 RID 1 address c@example.com
+Fri Nov 17 06:00:32 2006 Info: ISQ: Tagging MID 4433 for quarantine
+Fri Nov 17 06:00:32 2006 Info: RPC Delivery start RCID 4051 MID 4433 to local IronPort Spam Quarantine
+Fri Nov 17 06:00:32 2006 Info: RPC Message done RCID 4051 MID 4433
+Fri Nov 17 06:00:33 2006 Info: EUQ: Reinjected MID 4433 as MID 4449
+Fri Nov 17 06:00:33 2006 Info: Message finished MID 4433 done
+Fri Nov 17 06:00:34 2006 Info: Double bounce: Message 4449 to 0 - 5.1.1 - Bad destination email address
+Fri Nov 17 06:00:35 2006 Info: Message finished MID 4449 done
+"""
+    stories: list[Message] = []
+    corr = Correlator(on_story=stories.append, keep_lines=True)
+    reader = Reader()
+    reader.read_lines(text.splitlines(keepends=True), corr.feed)
+    assert reader.stats.unparsed == 0
+    old, new = stories
+    assert old.mid == 4433 and old.recipients[0].outcome == "quarantined"
+    assert old.recipients[1].outcome == "dropped"
+    assert "ISQ: tagged for quarantine" in old.verdicts
+    assert old.children == [(4449, "reinjected")]
+    assert (new.parent, new.relation, new.icid, new.sender) == (4433, "reinjected", 77, "a@example.org")
+    assert new.recipients[0].outcome == "bounced" and new.recipients[0].status == "5.1.1"
+    assert len(old.lines) == 10 and old.lines[-1].endswith("Message finished MID 4433 done")
