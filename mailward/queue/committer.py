@@ -53,13 +53,19 @@ class Pending:
 
 class Committer:
     def __init__(self, root: Path, fs: FileOps, *, segment_bytes: int, seg: int, seg_size: int,
-                 window: float = 0.0) -> None:
+                 file_size: int = 0, window: float = 0.0, prealloc: int = 1 << 20) -> None:
         self.root = root
         self.fs = fs
         self.segment_bytes = segment_bytes
         self.window = window
         self.seg = seg                # current segment number (0: none yet)
         self.size = seg_size          # valid bytes in it
+        # Segments are zero-filled ahead of the records (``prealloc`` bytes at a time, in the
+        # same write as a batch): overwriting already-allocated blocks lets fdatasync flush
+        # data only, without a journal commit for the growing file size (measured several
+        # times faster). Recovery treats an all-zero tail as the clean end of the log.
+        self.prealloc = max(0, min(prealloc, segment_bytes))
+        self.zeroed = max(file_size, seg_size)
         self.fd: int | None = None
         if seg:
             self.fd = os.open(seg_path(root, seg), os.O_WRONLY)
@@ -166,7 +172,13 @@ class Committer:
             item.seg = self.seg
             item.offset = offset
             offset += len(item.data)
-        data = batch[0].data if len(batch) == 1 else b"".join(item.data for item in batch)
+        parts = [item.data for item in batch]
+        zeroed = self.zeroed
+        if offset > zeroed and self.prealloc:
+            # Extend the zero-filled region in the same write: no extra sync for it.
+            zeroed = (offset // self.prealloc + 1) * self.prealloc
+            parts.append(bytes(zeroed - offset))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
             self.fs.write(self.fd, data, self.size)
         except OSError:
@@ -174,6 +186,7 @@ class Committer:
             # stays usable (typically ENOSPC: space may come back).
             try:
                 os.ftruncate(self.fd, self.size)
+                self.zeroed = self.size
             except OSError:
                 self._abandon()
             raise
@@ -189,6 +202,7 @@ class Committer:
             self._abandon()
             raise
         self.size = offset
+        self.zeroed = max(zeroed, offset)
 
     def _abandon(self) -> None:
         if self.fd is not None:
@@ -199,8 +213,9 @@ class Committer:
         n = self.seg + 1
         path = seg_path(self.root, n)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        head = MAGIC + bytes(max(0, self.prealloc - len(MAGIC)))
         try:
-            self.fs.write(fd, MAGIC, 0)
+            self.fs.write(fd, head, 0)
             self.fs.fdatasync(fd)
             # A new file's directory entry must be durable before records in it are acked.
             self.fs.fsync_dir(self.root / SEGMENTS)
@@ -212,12 +227,19 @@ class Committer:
                 pass
             raise
         if self.fd is not None:
+            try:
+                # The old segment's unused zero tail is just waste now (no sync needed:
+                # after a crash recovery reads zeros as the end anyway).
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
             os.close(self.fd)
         if self.seg:
             self.closed.append((self.seg, self.size))
         self.fd = fd
         self.seg = n
         self.size = len(MAGIC)
+        self.zeroed = len(head)
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .index import Index, Location
-from .records import F_LARGE, T_MSG, Scan
+from .records import F_LARGE, MAGIC, T_MSG, Scan
 
 SEGMENTS = "segments"
 LARGE = "large"
@@ -40,6 +40,7 @@ def segment_numbers(root: Path) -> list[int]:
 class Replayed:
     index: Index
     seg_sizes: dict[int, int] = field(default_factory=dict)   # valid length of each segment
+    file_sizes: dict[int, int] = field(default_factory=dict)  # incl. a preallocated zero tail
     torn: dict[int, int] = field(default_factory=dict)        # segment -> bytes discarded
 
 
@@ -57,9 +58,10 @@ def replay(root: Path, *, repair: bool) -> Replayed:
             raise SegmentVanished(n) from None
         try:
             size = os.fstat(fd).st_size
-            _replay_segment(out, n, fd, size)
+            zero_tail = _replay_segment(out, n, fd, size)
             end = out.seg_sizes[n]
-            if end < size:
+            out.file_sizes[n] = size
+            if end < size and not zero_tail:
                 out.torn[n] = size - end
                 if repair:
                     # Whatever follows the last valid record was never acknowledged (acks
@@ -67,6 +69,7 @@ def replay(root: Path, *, repair: bool) -> Replayed:
                     # records are appended to a clean log.
                     os.ftruncate(fd, end)
                     os.fsync(fd)
+                    out.file_sizes[n] = end
         finally:
             os.close(fd)
     if repair:
@@ -74,12 +77,15 @@ def replay(root: Path, *, repair: bool) -> Replayed:
     return out
 
 
-def _replay_segment(out: Replayed, n: int, fd: int, size: int) -> None:
+def _replay_segment(out: Replayed, n: int, fd: int, size: int) -> bool:
+    """Replay one segment; returns True if everything after its last record is zeros
+    (the committer's preallocation, not a torn write)."""
     idx = out.index
     if size == 0:
         out.seg_sizes[n] = 0
-        return
-    scan = Scan(_read_all(fd, size))
+        return True
+    data = _read_all(fd, size)
+    scan = Scan(data)
     for rec in scan:
         if rec.rtype == T_MSG:
             flags, meta, body_off, body_len = rec.msg()
@@ -89,6 +95,8 @@ def _replay_segment(out: Replayed, n: int, fd: int, size: int) -> None:
         else:
             idx.apply(rec.rtype, rec.json())
     out.seg_sizes[n] = scan.end
+    rest = len(data) - scan.end
+    return scan.end >= len(MAGIC) and data.count(0, scan.end) == rest
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -67,7 +67,7 @@ class Spool:
     def __init__(self, root: Path | str, *, fsync: bool = True, segment_bytes: int = 64 << 20,
                  memory_threshold: int = 256 << 10, fs: FileOps | None = None,
                  commit_window: float = 0.0, compact_after: float = 300.0,
-                 compact_live_fraction: float = 0.25) -> None:
+                 compact_live_fraction: float = 0.25, prealloc: int = 1 << 20) -> None:
         self.root = Path(root)
         self.fs = fs if fs is not None else FileOps(sync=fsync)
         self.segment_bytes = segment_bytes
@@ -75,6 +75,7 @@ class Spool:
         self.commit_window = commit_window
         self.compact_after = compact_after
         self.compact_live_fraction = compact_live_fraction
+        self.prealloc = prealloc
         self._index = Index()
         self._committer: Committer | None = None
         self._callbacks: list[Callable[[QueuedMessage], None]] = []
@@ -107,18 +108,20 @@ class Spool:
         if rep.torn:
             log.warning("spool: truncated torn tail(s) %s", rep.torn)
         segs = sorted(rep.seg_sizes)
-        current, current_size = 0, 0
+        current, current_size, current_file = 0, 0, 0
         if segs:
             last = segs[-1]
             if rep.seg_sizes[last] >= len(MAGIC) and rep.seg_sizes[last] < self.segment_bytes:
                 current, current_size = last, rep.seg_sizes[last]
+                current_file = rep.file_sizes.get(last, current_size)
         now = time.time()
         for n in segs:
             if n != current:
                 self._seg_sizes[n] = rep.seg_sizes[n]
                 self._seg_closed_at[n] = now
         self._committer = Committer(self.root, self.fs, segment_bytes=self.segment_bytes,
-                                    seg=current, seg_size=current_size, window=self.commit_window)
+                                    seg=current, seg_size=current_size, file_size=current_file,
+                                    window=self.commit_window, prealloc=self.prealloc)
         if not current and segs:
             # Continue numbering after the last existing segment.
             self._committer.seg = segs[-1]

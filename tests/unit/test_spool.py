@@ -251,6 +251,8 @@ def test_torn_tail_at_every_cut_of_the_last_record(tmp_path):
     path = seg_path(root, 1)
     data = path.read_bytes()
     recs = list(Scan(data))
+    assert data[recs[-1].end:].count(0) == len(data) - recs[-1].end   # preallocated zeros
+    data = data[:recs[-1].end]
     last_start = recs[-1].offset
     # every byte of the header region, then a sample through the payload
     cuts = list(range(last_start, last_start + 24)) + list(range(last_start + 24, len(data), 11))
@@ -272,6 +274,35 @@ def test_torn_tail_at_every_cut_of_the_last_record(tmp_path):
         run(check())
 
 
+def test_preallocated_zero_tail_is_the_clean_end_not_a_torn_write(tmp_path):
+    async def go():
+        s = await opened(tmp_path, prealloc=64 << 10)
+        await commit(s, 1)
+        await s.close()
+        path = seg_path(tmp_path, 1)
+        assert path.stat().st_size == 64 << 10          # zero-filled ahead of the records
+        s = await opened(tmp_path, prealloc=64 << 10)
+        assert s.recovered_torn == {} and path.stat().st_size == 64 << 10
+        await commit(s, 2)                               # overwrites zeros in place
+        assert path.stat().st_size == 64 << 10
+        await s.close()
+        # A record cut short with zeros after it (a torn write into the zero region).
+        data = bytearray(path.read_bytes())
+        end = list(Scan(bytes(data)))[-1].end
+        start = list(Scan(bytes(data)))[-1].offset
+        data[start + 20:end] = bytes(end - start - 20)
+        path.write_bytes(bytes(data))
+        s = await opened(tmp_path, prealloc=64 << 10)
+        assert [m.mid for m in s.messages()] == [1]
+        assert s.recovered_torn == {1: len(data) - start} and path.stat().st_size == start
+        await commit(s, 3)
+        await s.close()
+        s = await opened(tmp_path)
+        assert sorted(m.mid for m in s.messages()) == [1, 3] and s.read_body(3) == body_for(3)
+        await s.close()
+    run(go())
+
+
 def test_garbage_and_flipped_bits_stop_recovery_cleanly(tmp_path):
     async def go():
         s = await opened(tmp_path)
@@ -280,6 +311,7 @@ def test_garbage_and_flipped_bits_stop_recovery_cleanly(tmp_path):
         await s.close()
         path = seg_path(tmp_path, 1)
         data = bytearray(path.read_bytes())
+        data = data[:list(Scan(bytes(data)))[-1].end]
         data[-5] ^= 0xFF                      # corrupt the body of MID 2: CRC fails
         path.write_bytes(bytes(data) + b"\0" * 100)
         s = await opened(tmp_path)
