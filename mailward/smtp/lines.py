@@ -178,11 +178,14 @@ class DataReader:
         handed on; the size is still counted."""
         if not block:
             return b""
-        if len(block) > self.line_limit - 2 and not self.too_long:
-            if max(map(len, block.split(CRLF))) > self.line_limit - 2:
+        if len(block) > self.line_limit - 2:
+            parts = block.split(CRLF)           # one C-speed pass gives lengths and pairs
+            pairs = len(parts) - 1
+            if not self.too_long and max(map(len, parts)) > self.line_limit - 2:
                 self.too_long = True
+        else:
+            pairs = block.count(CRLF)
         # Every CR and LF must belong to a CRLF pair; counting is C speed and exact.
-        pairs = block.count(CRLF)
         if block.count(b"\n") != pairs or block.count(b"\r") != pairs:
             self.bare_newline = True
             bare = True
