@@ -14,6 +14,8 @@ Rules (all numbers configurable, defaults in ``config.AuthGuardConfig``):
   per-user counter stops many addresses trying one user (a botnet).
 - a success clears the user's counter, not the IP's: otherwise an attacker holding one valid
   account could reset its address's counter between guesses at other users.
+- attempts still being verified count toward the delay of the next one from the same key,
+  so many parallel connections from one address cannot all skip the tarpit;
 - memory is bounded: at most ``max_keys`` counters per scope, least recently touched dropped
   first (an attacker rotating addresses only evicts its own old keys).
 """
@@ -60,11 +62,12 @@ class LockoutInfo:
 
 
 class _Counter:
-    __slots__ = ("times", "locked_until")
+    __slots__ = ("times", "locked_until", "in_flight")
 
     def __init__(self, maxlen: int):
         self.times: deque[float] = deque(maxlen=maxlen)
         self.locked_until = 0.0
+        self.in_flight = 0
 
 
 class _Scope:
@@ -78,7 +81,7 @@ class _Scope:
         if c is None:
             return None
         self._decay(c, now)
-        if not c.times and c.locked_until <= now:
+        if not c.times and c.locked_until <= now and c.in_flight <= 0:
             del self.counters[key]
             return None
         return c
@@ -99,9 +102,11 @@ class _Scope:
         while c.times and c.times[0] <= horizon:
             c.times.popleft()
 
-    def delay(self, key: str, now: float) -> float:
+    def delay(self, key: str, now: float, *, others_in_flight: bool = False) -> float:
         c = self.get(key, now)
         n = len(c.times) if c else 0
+        if others_in_flight and c is not None:
+            n += max(0, c.in_flight - 1)      # parallel attempts count as the failures they likely are
         if n == 0 or n < self.s.free_failures or self.s.base_delay <= 0:
             return 0.0
         exp = n - self.s.free_failures
@@ -133,6 +138,10 @@ class AuthGuard:
         self._ip = _Scope("address", self.settings)
         self._user = _Scope("user", self.settings)
 
+    async def sleep(self, seconds: float) -> None:
+        """The guard's sleep (injectable for tests)."""
+        await self._sleep(seconds)
+
     def tracked(self) -> tuple[int, int]:
         """(address counters, user counters) currently held: for tests and status."""
         return len(self._ip.counters), len(self._user.counters)
@@ -160,6 +169,30 @@ class AuthGuard:
         if d > 0:
             await self._sleep(d)
         return d
+
+    def begin(self, ip: str, user: str | None) -> float:
+        """Register an attempt about to be verified; returns its delay counting parallel ones.
+
+        Pair with ``end``. ``service.Authenticator`` uses this instead of ``delay_for``.
+        """
+        now = self._clock()
+        with self._lock:
+            d = 0.0
+            for scope, key in ((self._ip, ip), (self._user, user)):
+                if key is None:
+                    continue
+                scope.touch(key, now).in_flight += 1
+                d = max(d, scope.delay(key, now, others_in_flight=True))
+            return d
+
+    def end(self, ip: str, user: str | None) -> None:
+        now = self._clock()
+        with self._lock:
+            for scope, key in ((self._ip, ip), (self._user, user)):
+                c = scope.counters.get(key) if key is not None else None
+                if c is not None:
+                    c.in_flight = max(0, c.in_flight - 1)
+                    scope.get(key, now)      # drop it if nothing is left
 
     def record_failure(self, ip: str, user: str | None, *, icid: int = 0) -> list[LockoutInfo]:
         """Count a failed attempt; returns (and logs) the lockouts it started."""

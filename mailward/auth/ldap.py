@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import ssl
 import threading
 import time
@@ -182,6 +183,9 @@ class LdapProfile:
         else:
             dns = self._search(i, user)
             if len(dns) != 1:
+                # Spend the bind a real user would cost, so the reply time does not tell an
+                # unknown name from a wrong password (the SMTP reply is the same too).
+                self._dummy_bind(i, password)
                 return _Result(Verdict.FAIL, "no such user" if not dns else "user name is ambiguous",
                                lookup_failed=True)
             dn = dns[0]
@@ -270,6 +274,13 @@ class LdapProfile:
                 raise _Misconfigured(f"search base {self.search_base!r} does not exist")
             raise _Misconfigured(f"search failed: {_describe(conn)}")
         raise _Unreachable("search connection lost")   # pragma: no cover - loop always returns
+
+    def _dummy_bind(self, i: int, password: str) -> None:
+        dn = f"uid={secrets.token_hex(12)},{self.search_base}"
+        try:
+            self._user_bind(i, dn, password)
+        except _Unreachable:
+            pass
 
     def _user_bind(self, i: int, dn: str, password: str) -> _Result:
         conn = self._open(i, dn, password)

@@ -62,16 +62,23 @@ class Authenticator:
                                       f"{lock.scope} {lock.key} locked out after {lock.failures} failures")
                 self.sink.emit(SmtpAuthRejected(icid, mech, f"too many failures from this {lock.scope}"))
                 return outcome
-            await self.guard.delay(client_ip, creds.username)
         try:
-            outcome = await profile.verify(creds, icid=icid, client_ip=client_ip)
-        except Exception as exc:  # a profile bug must cost one 454, not the connection
-            outcome = AuthOutcome(Verdict.TEMPFAIL, profile_name, f"internal error: {type(exc).__name__}")
-        if self.guard is not None:
-            if outcome.verdict is Verdict.OK:
-                self.guard.record_success(client_ip, creds.username)
-            elif outcome.verdict is Verdict.FAIL:
-                self.guard.record_failure(client_ip, creds.username, icid=icid)
+            if self.guard is not None:
+                delay = self.guard.begin(client_ip, creds.username)
+                if delay > 0:
+                    await self.guard.sleep(delay)
+            try:
+                outcome = await profile.verify(creds, icid=icid, client_ip=client_ip)
+            except Exception as exc:  # a profile bug must cost one 454, not the connection
+                outcome = AuthOutcome(Verdict.TEMPFAIL, profile_name, f"internal error: {type(exc).__name__}")
+            if self.guard is not None:
+                if outcome.verdict is Verdict.OK:
+                    self.guard.record_success(client_ip, creds.username)
+                elif outcome.verdict is Verdict.FAIL:
+                    self.guard.record_failure(client_ip, creds.username, icid=icid)
+        finally:
+            if self.guard is not None:
+                self.guard.end(client_ip, creds.username)
         self._log(outcome, creds, icid)
         return outcome
 

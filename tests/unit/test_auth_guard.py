@@ -169,3 +169,37 @@ def test_real_time_attack_is_slowed_while_legit_user_is_not():
     assert legit_verdict is Verdict.OK
     assert legit_time < 0.02                # less than the smallest tarpit step: none applied
     assert [e.scope for e in sink.of_type(SmtpAuthLockout)] == ["address"]
+
+
+def test_parallel_attempts_from_one_address_share_the_tarpit():
+    """Attempts verified at the same time each count for the next: 20 parallel guesses do not
+    all start with no delay, and counters are released afterwards."""
+    from mailward.auth.base import AuthOutcome, Credentials, Verdict
+    from mailward.auth.service import Authenticator
+
+    class Slow:
+        name = "P"
+        mechanisms = ("PLAIN",)
+
+        async def verify(self, creds, *, icid, client_ip):
+            await asyncio.sleep(0.01)
+            return AuthOutcome(Verdict.FAIL, "P")
+
+    slept: list[float] = []
+
+    async def fake_sleep(d):
+        slept.append(d)
+
+    guard = AuthGuard(GuardSettings(free_failures=3, base_delay=0.5, max_delay=8.0, lockout_failures=100),
+                      ListSink(), sleep=fake_sleep)
+    auth = Authenticator({"P": Slow()}, ListSink(), guard)
+
+    async def main():
+        await asyncio.gather(*(auth.authenticate("P", Credentials("PLAIN", f"u{i}", "x"), icid=i,
+                                                 client_ip="203.0.113.9") for i in range(20)))
+
+    asyncio.run(main())
+    assert len(slept) == 20 - 3                    # all but the first three were tarpitted
+    assert max(slept) == 8.0
+    assert all(c.in_flight == 0 for c in guard._ip.counters.values())
+    assert guard.tracked() == (1, 20)              # 20 failures remembered, nothing leaked
