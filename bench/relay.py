@@ -1,0 +1,673 @@
+"""Relay benchmark: mailward against a private Postfix, end to end, counted at the sink.
+
+Owns: starting and stopping everything a run needs (one ``smtp-sink`` per relay, a private
+Postfix instance configured as a plain relay, a mailward process with its own TOML config),
+driving the load (``smtp-source`` for plain SMTP, ``bench/auth_client.py`` for AUTH PLAIN on
+every connection), counting what reached each sink, and printing the A/B table with the
+ratio mailward/Postfix. Must not know mailward's internals: it talks to the gateway only
+through its CLI, its config file and SMTP, exactly as an operator would.
+
+Method (see bench/README.md): for every cell (concurrency x message size [x AUTH]) the two
+relays run alternately, A/B/A/B, on the same machine and loopback, each relaying to its own
+smtp-sink. A run's rate is the number of messages the sink received divided by the time from
+starting the client to the sink receiving the last of them (``smtp-sink -c`` prints a running
+``mesg=`` counter at every end of DATA). Both relays fsync each message before their 250.
+
+Usage: python bench/relay.py [--quick] [--only mailward|postfix] [--rounds R] [--messages N]
+                             [--no-auth] [--soak N] [--keep]
+Needs root (a private Postfix instance, smtp-sink dropping to ``nobody``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.peers.postfix import PostfixInstance, free_port, postfix_available  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+MAIL_FROM = "bench@client.test"
+RCPT = "rcpt@sink.test"
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench-secret-pw"
+AUTH_CLIENT = Path(__file__).resolve().parent / "auth_client.py"
+
+
+# --- the sink: smtp-sink with a live counter ------------------------------------------------
+
+class CountingSink:
+    """``smtp-sink -c`` on a private port; a thread follows its ``mesg=N`` counter.
+
+    The counter is bumped by smtp-sink at each end of DATA, i.e. for every message the sink
+    has received in full: this is what a run counts, never what the relay claims it sent.
+    """
+
+    _MESG = re.compile(rb"mesg=(\d+)")
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.count = 0
+        self.changed_at = 0.0            # perf_counter() when the count last rose
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "CountingSink":
+        self.port = free_port(LOOPBACK)
+        cmd = ["smtp-sink", "-c", "-4", f"{LOOPBACK}:{self.port}", "1024"]
+        if os.geteuid() == 0:
+            cmd[1:1] = ["-u", "nobody"]  # smtp-sink refuses to run as root without it
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self._thread = threading.Thread(target=self._follow, name="sink-counter", daemon=True)
+        self._thread.start()
+        wait_for_banner(LOOPBACK, self.port, timeout=10.0, proc=self.proc, what="smtp-sink")
+        return self
+
+    def _follow(self) -> None:
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            now = time.perf_counter()
+            # Records end with CR; the last complete one carries the newest counter.
+            done, _, buf = (buf + chunk).rpartition(b"\r")
+            found = self._MESG.findall(done[-200:])
+            if found:
+                n = int(found[-1])
+                with self._cond:
+                    if n > self.count:
+                        self.count, self.changed_at = n, now
+                        self._cond.notify_all()
+
+    def wait_for(self, target: int, *, timeout: float, stall: float) -> bool:
+        """Until the count reaches ``target``; False after ``timeout`` s, or ``stall`` s without progress."""
+        begin = time.perf_counter()
+        deadline = begin + timeout
+        with self._cond:
+            while self.count < target:
+                now = time.perf_counter()
+                if now >= deadline or now - max(begin, self.changed_at) >= stall:
+                    return False
+                self._cond.wait(0.2)
+            return True
+
+    def settle(self, quiet: float = 0.3, timeout: float = 5.0) -> int:
+        """Wait until the count has not moved for ``quiet`` s (late or extra arrivals); return it."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            with self._cond:
+                if time.perf_counter() - self.changed_at >= quiet:
+                    return self.count
+            time.sleep(quiet / 3)
+        return self.count
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=3.0)
+        if self._thread is not None:
+            self._thread.join(timeout=3.0)
+
+
+# --- process helpers -------------------------------------------------------------------------
+
+def wait_for_banner(host: str, port: int, *, timeout: float, proc: subprocess.Popen | None = None,
+                    what: str = "server") -> None:
+    """Until ``host:port`` answers with a 220 banner; RuntimeError on timeout or if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                s.settimeout(5.0)
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{what} did not answer on {host}:{port} within {timeout}s")
+        time.sleep(0.05)
+
+
+def stop_process(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` s: only this one process, by its pid."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5.0)
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak resident) of a process, in KiB; empty if it is gone."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+# --- the two relays --------------------------------------------------------------------------
+
+class PostfixRelay(PostfixInstance):
+    """The test peer's private Postfix, turned into a plain relay to our smtp-sink.
+
+    Two smtpd services: ``plain_port`` relays for ``mynetworks = 127.0.0.0/8`` without AUTH
+    (what smtp-source drives); ``auth_port`` offers AUTH PLAIN from the Cyrus sasldb and
+    relays only for authenticated clients, like mailward's AUTH listener.
+    """
+
+    name = "postfix"
+
+    def __init__(self, sink_port: int):
+        super().__init__(extra_main_cf={
+            "relayhost": f"[{LOOPBACK}]:{sink_port}",
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+        })
+        self.plain_port = 0
+
+    @property
+    def auth_port(self) -> int:
+        return self.port
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        self.plain_port = free_port(self.host)
+        listen = f"{self.host}:{self.plain_port}"
+        conf = ["postconf", "-c", str(self.config_dir)]
+        subprocess.run(conf + ["-M", f"{listen}/inet={listen} inet n - n - - smtpd"],
+                       check=True, capture_output=True, timeout=30)
+        # The fixture's port (SASL on) relays only for AUTH, whatever mynetworks says.
+        subprocess.run(conf + ["-P", f"{self.host}:{self.port}/inet/smtpd_relay_restrictions="
+                               "permit_sasl_authenticated,reject_unauth_destination"],
+                       check=True, capture_output=True, timeout=30)
+
+    def start(self) -> "PostfixRelay":
+        super().start()
+        self.add_user(BENCH_USER, BENCH_PASSWORD)
+        wait_for_banner(self.host, self.plain_port, timeout=15.0, what="Postfix (plain port)")
+        return self
+
+    def story(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def memory(self) -> dict[str, int]:
+        return {}
+
+
+def _mailward_command() -> list[str]:
+    script = Path(sys.executable).parent / "mailward"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("mailward")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from mailward.cli import main; sys.exit(main())"]
+
+
+class MailwardRelay:
+    """``mailward run --config FILE`` with two listeners on free ports, relaying to our sink.
+
+    ``PlainRelay``: HAT RELAY for 127.0.0.0/8, no AUTH (Postfix's mynetworks). ``AuthRelay``:
+    HAT ACCEPT for everyone, AUTH PLAIN with a local profile; only AUTH grants relaying.
+    Per-IP connection limits are raised above the highest concurrency, as Postfix exempts
+    mynetworks from its client limits.
+    """
+
+    name = "mailward"
+
+    def __init__(self, root: Path, sink_port: int):
+        self.root = root
+        self.sink_port = sink_port
+        self.config = root / "mailward.toml"
+        self.users = root / "users.db"
+        self.stdout = root / "mailward.out"
+        self.mail_current = root / "var" / "log" / "mail_logs" / "mail.current"
+        self.proc: subprocess.Popen | None = None
+        self.plain_port = 0
+        self.auth_port = 0
+
+    def _config_text(self) -> str:
+        return f"""\
+[gateway]
+hostname = "mailward.bench.test"
+spool_dir = "{self.root / 'var' / 'spool'}"
+log_dir = "{self.root / 'var' / 'log'}"
+
+[dns]
+reverse_lookups = false
+
+[auth_profiles.BenchUsers]
+type = "local"
+users_file = "{self.users}"
+
+[[listener]]
+name = "PlainRelay"
+address = "{LOOPBACK}"
+port = 0
+type = "private"
+auth = "off"
+max_connections = 1000
+max_connections_per_ip = 1000
+
+[[listener.hat]]
+group = "RELAYLIST"
+match = ["127.0.0.0/8"]
+policy = "RELAY"
+
+[[listener]]
+name = "AuthRelay"
+address = "{LOOPBACK}"
+port = 0
+type = "private"
+auth = "preferred"
+auth_profile = "BenchUsers"
+auth_requires_tls = false
+max_connections = 1000
+max_connections_per_ip = 1000
+
+[[listener.hat]]
+group = "None"
+match = ["ALL"]
+policy = "ACCEPT"
+
+[[route]]
+domain = "ALL"
+hosts = [{{ host = "{LOOPBACK}", port = {self.sink_port} }}]
+tls = "off"
+"""
+
+    def start(self) -> "MailwardRelay":
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = _mailward_command()
+        self.config.write_text(self._config_text())
+        add = subprocess.run(cmd + ["users", "--file", str(self.users), "add", BENCH_USER],
+                             input=BENCH_PASSWORD + "\n", text=True, capture_output=True, timeout=60)
+        if add.returncode != 0:
+            raise RuntimeError(f"mailward users add failed ({add.returncode}):\n{add.stdout}{add.stderr}")
+        with open(self.stdout, "wb") as out:
+            self.proc = subprocess.Popen(cmd + ["run", "--config", str(self.config)], stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, cwd=self.root)
+        ports = self._bound_ports(timeout=30.0)
+        self.plain_port, self.auth_port = ports["PlainRelay"], ports["AuthRelay"]
+        for port in ports.values():
+            wait_for_banner(LOOPBACK, port, timeout=15.0, proc=self.proc, what="mailward")
+        return self
+
+    def _bound_ports(self, timeout: float) -> dict[str, int]:
+        """The ports the gateway reports ("listener NAME on ADDR:PORT"): we asked for port 0."""
+        rx = re.compile(r"^listener (\S+) on \S+:(\d+)$", re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.stdout.read_text(errors="replace") if self.stdout.exists() else ""
+            ports = {m.group(1): int(m.group(2)) for m in rx.finditer(text)}
+            if {"PlainRelay", "AuthRelay"} <= ports.keys():
+                return ports
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mailward exited with status {self.proc.returncode}:\n{text[-3000:]}")
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"mailward did not report its listeners within {timeout}s:\n{text[-3000:]}")
+            time.sleep(0.05)
+
+    def memory(self) -> dict[str, int]:
+        return proc_memory(self.proc.pid) if self.proc is not None else {}
+
+    def story(self, lines: int = 30) -> str:
+        """The end of the gateway's mail_logs and of its console output: how a failed run went."""
+        parts = []
+        for path in (self.mail_current, self.stdout):
+            try:
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                text = ["(missing)"]
+            parts.append(f"--- {path.name} (last {lines} lines)\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=15.0)
+
+
+# --- one measured run ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    mode: str          # "plain" (smtp-source), "client" (auth_client, no AUTH), "auth" (AUTH PLAIN)
+    concurrency: int
+    size: int
+    messages: int
+
+    @property
+    def label(self) -> str:
+        kib = f"{self.size // 1024} KiB" if self.size % 1024 == 0 else f"{self.size} B"
+        return f"{self.mode:<6} c={self.concurrency:<3} {kib:>6}"
+
+
+@dataclass(frozen=True)
+class Run:
+    system: str
+    cell: Cell
+    received: int          # counted at the sink
+    seconds: float         # client start -> sink received the last message
+    accept_seconds: float  # client start -> client done (every 250 after DATA seen)
+    client_failed: int
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.received / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.cell.messages and self.client_failed == 0
+
+
+@dataclass
+class Relay:
+    """A relay under test with its own sink; ``broken`` stops further runs after a total failure."""
+
+    system: str
+    server: object
+    sink: CountingSink
+    broken: str = ""
+    runs: list[Run] = field(default_factory=list)
+
+
+def client_command(cell: Cell, port: int, deadline: float) -> list[str]:
+    if cell.mode == "plain":
+        return ["smtp-source", "-4", "-m", str(cell.messages), "-s", str(cell.concurrency),
+                "-l", str(cell.size), "-f", MAIL_FROM, "-t", RCPT, "-M", "client.test",
+                f"{LOOPBACK}:{port}"]
+    cmd = [sys.executable, str(AUTH_CLIENT), "--port", str(port), "-m", str(cell.messages),
+           "-s", str(cell.concurrency), "-l", str(cell.size), "--mail-from", MAIL_FROM, "--rcpt", RCPT,
+           "--deadline", str(deadline)]
+    if cell.mode == "auth":
+        cmd += ["--user", BENCH_USER, "--password", BENCH_PASSWORD]
+    return cmd
+
+
+def measure(relay: Relay, cell: Cell, *, timeout: float, stall: float) -> Run:
+    server = relay.server
+    port = server.auth_port if cell.mode == "auth" else server.plain_port
+    sink = relay.sink
+    base = sink.settle()
+    target = base + cell.messages
+    cmd = client_command(cell, port, deadline=timeout)
+    note = ""
+    failed = 0
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        accept = time.perf_counter() - start
+        if cell.mode == "plain":
+            if proc.returncode != 0:
+                note = f"smtp-source exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
+        else:
+            result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+            failed = int(result.get("failed", cell.messages))
+            if failed:
+                note = f"client: {failed} failed: {'; '.join(result.get('errors', []))[:200]}"
+    except subprocess.TimeoutExpired:
+        accept = time.perf_counter() - start
+        note = f"client cut off after {timeout:.0f}s"
+    left = max(1.0, timeout - (time.perf_counter() - start))
+    reached = sink.wait_for(target, timeout=left, stall=stall)
+    with sink._cond:
+        got, last = sink.count - base, sink.changed_at
+    seconds = (last - start) if got > 0 else time.perf_counter() - start
+    if not reached:
+        seconds = time.perf_counter() - start
+        note = (note + "; " if note else "") + f"sink got {got} of {cell.messages}"
+    else:
+        extra = sink.settle() - target
+        if extra > 0:
+            note = (note + "; " if note else "") + f"{extra} extra message(s) at the sink"
+    return Run(relay.system, cell, got, seconds, accept, failed, note)
+
+
+# --- the bench -------------------------------------------------------------------------------
+
+def build_cells(args: argparse.Namespace) -> list[Cell]:
+    def count(c: int) -> int:
+        if args.messages:
+            return args.messages
+        if args.quick:
+            return 100 if c == 1 else 200
+        return 1000 if c == 1 else 2000
+
+    cells = [Cell("plain", c, s, count(c)) for s in args.sizes for c in args.conc]
+    if not args.no_auth:
+        for c in args.auth_conc:
+            cells.append(Cell("client", c, 1024, count(c)))
+            cells.append(Cell("auth", c, 1024, count(c)))
+    return cells
+
+
+def fmt_rate(runs: list[Run]) -> str:
+    if not runs:
+        return "-"
+    rate = statistics.median(r.rate for r in runs)
+    mark = "" if all(r.complete for r in runs) else "*"
+    return f"{rate:,.0f}{mark}"
+
+
+def median_rate(runs: list[Run]) -> float | None:
+    return statistics.median(r.rate for r in runs) if runs else None
+
+
+def print_table(relays: list[Relay], cells: list[Cell]) -> None:
+    by = {(r.system, r.cell): [] for rl in relays for r in rl.runs}
+    for rl in relays:
+        for r in rl.runs:
+            by.setdefault((r.system, r.cell), []).append(r)
+    print()
+    print("msg/s end to end, counted at the sink (median of rounds; * = a run was incomplete)")
+    print(f"{'cell':<22} {'mailward':>10} {'postfix':>10} {'ratio':>7}   {'mw accept':>9} {'pf accept':>9}")
+    for cell in cells:
+        mw = by.get(("mailward", cell), [])
+        pf = by.get(("postfix", cell), [])
+        mr, pr = median_rate(mw), median_rate(pf)
+        ratio = f"{mr / pr:.2f}x" if mr and pr else "-"
+
+        def acc(runs: list[Run]) -> str:
+            return f"{statistics.median(cell.messages / r.accept_seconds for r in runs):,.0f}" if runs else "-"
+
+        print(f"{cell.label:<22} {fmt_rate(mw):>10} {fmt_rate(pf):>10} {ratio:>7}   {acc(mw):>9} {acc(pf):>9}")
+    # AUTH cost: the same asyncio client with and without AUTH PLAIN, per relay.
+    lines = []
+    for cell in cells:
+        if cell.mode != "auth":
+            continue
+        plain = Cell("client", cell.concurrency, cell.size, cell.messages)
+        costs = []
+        for system in ("mailward", "postfix"):
+            a, p = median_rate(by.get((system, cell), [])), median_rate(by.get((system, plain), []))
+            costs.append(f"{(a / p - 1) * 100:+.0f} %" if a and p else "-")
+        lines.append(f"  c={cell.concurrency:<3} mailward {costs[0]:>6}   postfix {costs[1]:>6}")
+    if lines:
+        print("\nAUTH PLAIN on every connection: msg/s change against the same client without AUTH")
+        print("\n".join(lines))
+
+
+def run_bench(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
+    relays: list[Relay] = []
+    systems = ["mailward", "postfix"] if args.only is None else [args.only]
+    for system in systems:
+        sink = CountingSink().start()
+        stack.callback(sink.stop)
+        if system == "postfix":
+            server = PostfixRelay(sink.port)
+            stack.callback(server.stop)
+            server.start()
+        else:
+            server = MailwardRelay(tmp / "mailward", sink.port)
+            stack.callback(server.stop)
+            try:
+                server.start()
+            except RuntimeError as exc:
+                print(f"mailward did not start: {exc}\n{server.story()}", file=sys.stderr)
+                return 2
+        relays.append(Relay(system, server, sink))
+        print(f"{system}: plain port {server.plain_port}, AUTH port {server.auth_port}, sink {sink.port}",
+              flush=True)
+
+    if args.soak:
+        return soak(relays, args)
+
+    cells = build_cells(args)
+    # Warm-up (not counted): process pools, caches, first queue files, first AUTH.
+    for rl in relays:
+        for mode in ("plain",) + (() if args.no_auth else ("auth",)):
+            run = measure(rl, Cell(mode, 10, 1024, 50 if args.quick else 200), timeout=args.timeout,
+                          stall=args.stall)
+            if run.received == 0:
+                rl.broken = f"warm-up ({mode}) relayed nothing: {run.note}"
+                print(f"{rl.system}: {rl.broken}\n{rl.server.story()}", file=sys.stderr, flush=True)
+    rounds = 1 if args.quick and not args.rounds else (args.rounds or 2)
+    for cell in cells:
+        for rnd in range(rounds):
+            for rl in relays:  # A/B/A/B: the relays alternate within every cell
+                if rl.broken:
+                    continue
+                run = measure(rl, cell, timeout=args.timeout, stall=args.stall)
+                rl.runs.append(run)
+                mem = rl.server.memory()
+                rss = f"  rss {mem['VmRSS'] / 1024:.0f} MiB" if mem else ""
+                print(f"  {rl.system:<8} {cell.label}  round {rnd + 1}: {run.received}/{cell.messages} "
+                      f"in {run.seconds:.2f}s = {run.rate:,.0f} msg/s{rss}"
+                      f"{'  [' + run.note + ']' if run.note else ''}", flush=True)
+                if run.received == 0:
+                    rl.broken = f"{cell.label}: nothing reached the sink ({run.note})"
+                    print(f"{rl.system} relays nothing, skipping its remaining runs.\n{rl.server.story()}",
+                          file=sys.stderr, flush=True)
+    print_table(relays, cells)
+    status = 0
+    for rl in relays:
+        mem = rl.server.memory()
+        if mem:
+            print(f"\n{rl.system} process: peak RSS {mem.get('VmHWM', 0) / 1024:.1f} MiB, "
+                  f"now {mem.get('VmRSS', 0) / 1024:.1f} MiB")
+        if rl.broken:
+            print(f"{rl.system}: BROKEN: {rl.broken}")
+            status = 1
+        elif not all(r.complete for r in rl.runs):
+            print(f"{rl.system}: some runs were incomplete (see the * above and the notes per run)")
+            status = 1
+    return status
+
+
+def soak(relays: list[Relay], args: argparse.Namespace) -> int:
+    """A long run (``--soak N``) through each relay, sampling the gateway's RSS: memory must stay flat."""
+    status = 0
+    for rl in relays:
+        cell = Cell("plain", 10, 1024, args.soak)
+        samples: list[tuple[int, int]] = []     # (messages at the sink, RSS KiB)
+        stop = threading.Event()
+
+        def sample() -> None:
+            base = rl.sink.count
+            while not stop.wait(1.0):
+                mem = rl.server.memory()
+                if mem:
+                    samples.append((rl.sink.count - base, mem["VmRSS"]))
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        try:
+            run = measure(rl, cell, timeout=max(args.timeout, args.soak / 50), stall=args.stall)
+        finally:
+            stop.set()
+            t.join(timeout=5)
+        print(f"{rl.system} soak: {run.received}/{cell.messages} in {run.seconds:.1f}s = {run.rate:,.0f} msg/s"
+              f"{'  [' + run.note + ']' if run.note else ''}")
+        if samples:
+            step = max(1, len(samples) // 10)
+            print("  messages at sink -> RSS MiB: " + ", ".join(
+                f"{n:,}->{kib / 1024:.0f}" for n, kib in samples[::step] + [samples[-1]]))
+        mem = rl.server.memory()
+        if mem:
+            print(f"  peak RSS {mem.get('VmHWM', 0) / 1024:.1f} MiB")
+        status |= 0 if run.complete else 1
+    return status
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    ap = argparse.ArgumentParser(description="mailward vs Postfix relay benchmark (A/B/A/B, counted at the sink)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: few messages, one round")
+    ap.add_argument("--only", choices=("mailward", "postfix"), help="run one relay only")
+    ap.add_argument("--rounds", type=int, default=0, help="A/B rounds per cell (default 2; 1 with --quick)")
+    ap.add_argument("--messages", type=int, default=0, help="messages per run (default 1000 at c=1, 2000 above)")
+    ap.add_argument("--conc", type=ints, default=[1, 10, 50], help="concurrencies, e.g. 1,10,50")
+    ap.add_argument("--sizes", type=ints, default=[1024, 20480], help="body sizes in bytes")
+    ap.add_argument("--auth-conc", type=ints, default=[1, 10, 50], help="concurrencies of the AUTH variant")
+    ap.add_argument("--no-auth", action="store_true", help="skip the AUTH PLAIN variant")
+    ap.add_argument("--timeout", type=float, default=180.0, help="per run, seconds")
+    ap.add_argument("--stall", type=float, default=15.0, help="give up a run after this long without progress")
+    ap.add_argument("--soak", type=int, default=0, help="instead: one long run of N messages, RSS sampled")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs) for inspection")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("smtp-sink", "smtp-source"):
+        if not shutil.which(tool):
+            print(f"{tool} not found (Debian package postfix)", file=sys.stderr)
+            return 2
+    if args.only != "mailward":
+        if not postfix_available():
+            print("postfix / postconf / saslpasswd2 not found", file=sys.stderr)
+            return 2
+        if os.geteuid() != 0:
+            print("a private Postfix instance needs root (or use --only mailward)", file=sys.stderr)
+            return 2
+
+    def on_term(signum, frame):  # SIGTERM cleans up like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    tmp = Path(tempfile.mkdtemp(prefix="mwbench-"))
+    os.chmod(tmp, 0o755)
+    try:
+        with ExitStack() as stack:
+            return run_bench(args, stack, tmp)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
