@@ -252,43 +252,50 @@ class QueueManager:
     # --- one destination's connections ------------------------------------------------------
 
     async def _worker(self, dest: _Destination) -> None:
-        session: Session | None = None
         try:
             assert self._total is not None
             async with self._total:
-                route = self.routes.lookup(dest.domain)
-                try:
-                    hops = await next_hops(route, dest.domain, self.resolver, self.rng)
-                except DestinationError as exc:
-                    await self._dns_failed(dest, exc)
-                    return
-                while True:
-                    if not dest.queue:
-                        if session is None or not await self._wait_for_job(dest):
-                            return
-                        continue
-                    job = dest.queue.popleft()
-                    if session is not None and not await self.agent.reusable(session):
-                        session = None
-                    if session is None:
-                        try:
-                            session = await self.agent.connect(dest.domain, route, hops)
-                        except HostsExhausted as exc:
-                            jobs = [job, *dest.queue]
-                            dest.queue.clear()
-                            for j in jobs:
-                                await self._hosts_failed(j, exc)
-                            return
-                    await self._deliver(session, job)
+                await self._connections(dest)
         finally:
             dest.workers -= 1
-            if session is not None:
-                await asyncio.shield(self.agent.close(session))
             if not dest.workers and not dest.queue:
                 self._dests.pop(dest.domain, None)
             elif dest.queue and not self._stopping and dest.idle == 0:
                 dest.workers += 1               # work arrived while this worker was leaving
                 self._spawn(self._worker(dest))
+
+    async def _connections(self, dest: _Destination) -> None:
+        """Serve the destination's queue over one connection at a time, reusing each while
+        work keeps coming within ``idle_timeout``; closed (QUIT) before the slot is freed."""
+        session: Session | None = None
+        try:
+            route = self.routes.lookup(dest.domain)
+            try:
+                hops = await next_hops(route, dest.domain, self.resolver, self.rng)
+            except DestinationError as exc:
+                await self._dns_failed(dest, exc)
+                return
+            while True:
+                if not dest.queue:
+                    if session is None or not await self._wait_for_job(dest):
+                        return
+                    continue
+                job = dest.queue.popleft()
+                if session is not None and not await self.agent.reusable(session):
+                    session = None
+                if session is None:
+                    try:
+                        session = await self.agent.connect(dest.domain, route, hops)
+                    except HostsExhausted as exc:
+                        jobs = [job, *dest.queue]
+                        dest.queue.clear()
+                        for j in jobs:
+                            await self._hosts_failed(j, exc)
+                        return
+                await self._deliver(session, job)
+        finally:
+            if session is not None:
+                await asyncio.shield(self.agent.close(session))
 
     async def _wait_for_job(self, dest: _Destination) -> bool:
         dest.idle += 1

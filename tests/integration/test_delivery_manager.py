@@ -263,3 +263,48 @@ def test_no_recipient_is_delivered_twice_after_a_restart(tmp_path):
             finally:
                 await h2.stop()
     run(go())
+
+
+# --- limits and warnings -----------------------------------------------------------------------
+
+def test_per_destination_concurrency_limit(tmp_path):
+    async def go():
+        async with ScriptedServer() as srv, harness(tmp_path, [route_to(srv, tls="off")],
+                                                    concurrency_per_destination=2) as h:
+            srv.delay = 0.05
+            mids = [await h.submit([f"u{i}@dest.test"]) for i in range(8)]
+            await h.until(lambda: all(h.spool.get(m) is None for m in mids))
+            assert len(srv.messages) == 8
+            assert srv.max_active == 2
+            assert len(h.of(ev.NewDcid)) == 2        # two connections carried all eight
+    run(go())
+
+
+def test_total_concurrency_limit_across_destinations(tmp_path):
+    async def go():
+        async with ScriptedServer() as srv, harness(tmp_path, [route_to(srv, tls="off")],
+                                                    total_concurrency=1) as h:
+            srv.delay = 0.05
+            mids = [await h.submit([f"u@d{i}.test"]) for i in range(4)]
+            await h.until(lambda: all(h.spool.get(m) is None for m in mids))
+            assert srv.max_active == 1 and len(srv.messages) == 4
+    run(go())
+
+
+def test_one_delay_warning_dsn_when_the_message_crosses_the_threshold(tmp_path):
+    def script(verb, arg, conn):
+        if verb == "RCPT" and "b@dest.test" in arg:
+            return "451 4.3.0 Try again later"
+        return None
+
+    async def go():
+        async with ScriptedServer(script=script) as srv, harness(tmp_path, [route_to(srv, tls="off")],
+                                                                 delay_warning=0.1) as h:
+            mid = await h.submit(["b@dest.test"])
+            await h.until(lambda: len([d for d in h.of(ev.Delayed) if d.mid == mid]) >= 4)
+            warnings = [m for m in srv.messages if m.mail_from == "" and b"Action: delayed" in m.data]
+            assert len(warnings) == 1
+            assert warnings[0].rcpts == ("a@sender.test",)
+            assert b"Final-Recipient: rfc822; b@dest.test" in warnings[0].data
+            assert h.spool.get(mid) is not None            # still queued, still retried
+    run(go())

@@ -76,6 +76,9 @@ class ScriptedServer:
         self.script = script
         self.banner = banner
         self.conns: list[Conn] = []
+        self.active = 0
+        self.max_active = 0          # most connections open at the same time
+        self.delay = 0.0             # seconds to sleep before answering DATA's final dot
         self.messages: list[Received] = []
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
@@ -112,11 +115,14 @@ class ScriptedServer:
         self._handlers.add(task)
         conn = Conn(len(self.conns))
         self.conns.append(conn)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
         try:
             await self._session(conn, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
+            self.active -= 1
             self._handlers.discard(task)
             writer.close()
 
@@ -173,6 +179,8 @@ class ScriptedServer:
             elif verb == "DATA":
                 await send("354 go ahead")
                 data = await self._read_data(reader)
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 self.messages.append(Received(conn.n, mail_from or "", tuple(rcpts), data))
                 await send(f"250 2.0.0 Ok: queued as Q{len(self.messages)}")
                 mail_from, rcpts = None, []
