@@ -57,6 +57,14 @@ def common(formats=("table", "json", "csv"), default="table", files=True):
     return deco
 
 
+def _note_unparsed(stats) -> None:
+    """Lines the grammar did not understand are never silent: one line on stderr."""
+    if stats.unparsed:
+        top = ", ".join(f"{k} ({v})" for k, v in sorted(stats.by_kind.items(), key=lambda kv: -kv[1])[:3])
+        click.echo(f"mailward logs: {stats.unparsed} of {stats.lines} line(s) not understood: {top}; "
+                   "see `mailward logs stats`", err=True)
+
+
 def _in_range(ts: float | None, since: float | None, until: float | None) -> bool:
     if ts is None:
         return since is None and until is None
@@ -89,6 +97,7 @@ def auth_cmd(files, fmt, since, until, hosts, year, idle, summary_only):
         # the rest of the log is skipped unparsed (most of the run time is parsing).
         stats, _ = run(files, Options(year, tuple(hosts), idle, only="SMTP"), on_auth=report.add,
                        progress=prog)
+    _note_unparsed(stats)
     attempts = [a.as_dict() for a in report.attempts]
     if fmt == "json":
         write_json({"attempts": attempts, "summary": report.summary(), "lines": stats.lines})
@@ -160,7 +169,9 @@ def track_cmd(files, fmt, since, until, hosts, year, idle, mids, icids, users, s
             matched.add((m.appliance, m.mid))
 
     with progress() as prog:
-        run(files, Options(year, tuple(hosts), idle, keep_lines=True), on_story=on_story, progress=prog)
+        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True), on_story=on_story,
+                       progress=prog)
+    _note_unparsed(stats)
     found.sort(key=lambda m: (_story_ts(m) or 0.0, m.mid))
     stories = [m.as_dict() for m in found]
     if fmt == "json":
@@ -230,9 +241,10 @@ def detect_cmd(files, fmt, since, until, hosts, year, idle, evidence, **kw):
             det.on_story(m)
 
     with progress() as prog:
-        run(files, Options(year, tuple(hosts), idle, keep_lines=True), on_story=on_story,
-            on_auth=on_auth, progress=prog)
+        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True), on_story=on_story,
+                       on_auth=on_auth, progress=prog)
     det.flush()
+    _note_unparsed(stats)
     order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
     findings.sort(key=lambda f: (order.get(f.severity, 9), f.first or 0.0, f.kind, f.key))
     rows = [f.as_dict() for f in findings]
@@ -264,8 +276,18 @@ def export_cmd(files, fmt, since, until, hosts, year, idle, names, output):
     names = names or ("ecs" if fmt == "ecs" else "native")
     out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     convert = {"native": lambda r: r, "ecs": X.to_ecs, "cim": X.to_cim}[names]
-    collected: list[dict] = []
+    flat = (lambda d: X.flatten(d)) if names == "ecs" else (lambda d: d)
+    collected: list[dict] = []          # only for --format table
     count = 0
+    # Every format but table streams: stories are written as they finish, never all held.
+    csv_writer = None
+    if fmt == "csv":
+        import csv as _csv
+
+        csv_writer = _csv.DictWriter(out, fieldnames=X.columns(names), extrasaction="ignore")
+        csv_writer.writeheader()
+    if fmt == "json":
+        out.write("[")
 
     def on_story(m: Message) -> None:
         nonlocal count
@@ -273,34 +295,43 @@ def export_cmd(files, fmt, since, until, hosts, year, idle, names, output):
             return
         for r in X.records(m):
             doc = convert(r)
-            count += 1
             if fmt in ("jsonl", "ecs"):
                 write_jsonl([doc], out)
+            elif fmt == "json":
+                out.write(("," if count else "") + "\n" + _json_dumps(doc))
+            elif csv_writer is not None:
+                csv_writer.writerow({k: _csv_cell(v) for k, v in flat(doc).items()})
             else:
-                collected.append(X.flatten(doc) if names == "ecs" else doc)
+                collected.append(flat(doc))
+            count += 1
 
     try:
         with progress() as prog:
-            run(files, Options(year, tuple(hosts), idle), on_story=on_story, progress=prog)
-        if fmt == "csv":
-            cols = None
-            if names == "native":
-                cols = X.NATIVE_FIELDS
-            elif collected:
-                keys: dict[str, None] = {}
-                for r in collected:
-                    keys.update(dict.fromkeys(r))
-                cols = list(keys)
-            write_csv(collected, cols, out)
-        elif fmt == "json":
-            write_json(collected, out)
+            stats, _ = run(files, Options(year, tuple(hosts), idle), on_story=on_story, progress=prog)
+        if fmt == "json":
+            out.write("\n]\n")
         elif fmt == "table":
-            table(collected, None, out=out)
+            # a terminal cannot show 40 columns: the essentials (use csv/jsonl for the rest)
+            cols = X.TABLE_FIELDS if names == "native" else X.columns(names)
+            table(collected, cols, out=out)
     finally:
         if output:
             out.close()
+    _note_unparsed(stats)
     if output:
         click.echo(f"wrote {count} record(s) to {output}", err=True)
+
+
+def _json_dumps(doc: dict) -> str:
+    import json
+
+    return json.dumps(doc, default=str, ensure_ascii=False)
+
+
+def _csv_cell(v):
+    from .render import _cell
+
+    return _cell(v)
 
 
 # --- follow --------------------------------------------------------------------------------
@@ -369,7 +400,8 @@ def follow_cmd(file, fmt, hosts, year, idle, from_start, auth_events, max_second
 def stats_cmd(files, fmt, since, until, hosts, year, idle):
     """Lines read, parsed and unparsed (by kind), per appliance; correlation counters."""
     with progress() as prog:
-        stats, corr = run(files, Options(year, tuple(hosts), idle), progress=prog)
+        stats, corr = run(files, Options(year, tuple(hosts), idle, since=since, until=until),
+                          progress=prog)
     d = stats.as_dict()
     d["correlation"] = corr.counters.as_dict()
     d["examples"] = dict(stats.examples)

@@ -43,9 +43,12 @@ def response_text(resp: E.SmtpResponse | None) -> str | None:
 class _State:
     """Live ids of one appliance."""
 
-    __slots__ = ("icids", "mids", "dcids")
+    __slots__ = ("icids", "mids", "dcids", "now")
 
     def __init__(self) -> None:
+        # Latest log time seen for this appliance: idle expiry is judged per appliance, so a
+        # second appliance's (or an older file's) clock never expires this one's state.
+        self.now = 0.0
         self.icids: dict[int, Connection] = {}
         self.mids: dict[int, Message] = {}
         self.dcids: dict[int, Delivery] = {}
@@ -83,7 +86,6 @@ class Correlator:
         self.idle = idle
         self.keep_lines = keep_lines
         self.sweep_every = sweep_every
-        self.now: float = 0.0               # the latest log time seen (lines are not ordered)
         self.counters = Counters()
         self._states: dict[str, _State] = {}
         self._last_app: str | None = None
@@ -117,9 +119,10 @@ class Correlator:
             return
         if appliance != self._last_app:
             self._switch(appliance)
-        if ts is not None and ts > self.now:
-            self.now = ts
-        handler(self._st, ev, ts, rec.raw)
+        st = self._st
+        if ts is not None and ts > st.now:
+            st.now = ts
+        handler(st, ev, ts, rec.raw)
         self._countdown -= 1
         if not self._countdown:
             self._countdown = self.sweep_every
@@ -624,8 +627,8 @@ class Correlator:
 
     def sweep(self) -> None:
         """Hand out and drop state idle for longer than ``idle`` seconds of log time."""
-        limit = self.now - self.idle
         for st in self._states.values():
+            limit = st.now - self.idle
             stale = [k for k, m in st.mids.items() if m.last_seen is not None and m.last_seen < limit]
             for k in stale:
                 m = st.mids.pop(k)

@@ -25,6 +25,9 @@ NATIVE_FIELDS = (
     "finished", "message_status", "abort_reason", "expired",
 )
 
+TABLE_FIELDS = ("time", "mid", "rid", "sender", "recipient", "outcome", "peer_ip", "auth_user", "dcid",
+                "dest_ip", "response")
+
 
 def records(m: Message) -> Iterator[dict]:
     """The native records of one story, one per recipient (one with an empty recipient when the
@@ -154,6 +157,16 @@ def to_cim(rec: dict) -> dict:
     out["action"] = _CIM_ACTION.get(rec["outcome"], rec["outcome"])
     out["vendor_product"] = "Cisco ESA"
     return out
+
+
+def columns(names: str) -> list[str]:
+    """The fixed CSV columns of a naming scheme (so CSV can be written as stories finish)."""
+    full = {k: "x" for k in NATIVE_FIELDS} | {"outcome": "delivered"}
+    if names == "native":
+        return list(NATIVE_FIELDS)
+    if names == "cim":
+        return list(to_cim(full))
+    return list(flatten(to_ecs(full)))
 
 
 def flatten(doc: dict, prefix: str = "") -> dict:

@@ -21,6 +21,8 @@ class Options:
     idle: float = 3600.0
     keep_lines: bool = False
     only: str | None = None            # relevance filter: parse only lines containing this text
+    since: float | None = None         # line-level time window (stats only: stories need context)
+    until: float | None = None
 
 
 def host_filter(hosts: tuple[str, ...], feed: Callable) -> Callable:
@@ -38,12 +40,28 @@ def host_filter(hosts: tuple[str, ...], feed: Callable) -> Callable:
     return filtered
 
 
+def time_filter(since: float | None, until: float | None, feed: Callable, stats) -> Callable:
+    lo = float("-inf") if since is None else since
+    hi = float("inf") if until is None else until
+    stats.in_range = 0
+
+    def filtered(app: str, ts, rec) -> None:
+        if ts is not None and lo <= ts <= hi:
+            stats.in_range += 1
+            feed(app, ts, rec)
+
+    return filtered
+
+
 def run(inputs: Iterable[str], opts: Options,
         on_story: Callable[[Message], None] | None = None,
         on_auth: Callable[[AuthAttempt], None] | None = None,
         progress: Callable[[int, int], None] | None = None) -> tuple[Stats, Correlator]:
     corr = Correlator(on_story=on_story, on_auth=on_auth, idle=opts.idle, keep_lines=opts.keep_lines)
     reader = Reader(year=opts.year, only=opts.only)
-    reader.read(inputs, host_filter(opts.hosts, corr.feed), progress=progress)
+    feed = host_filter(opts.hosts, corr.feed)
+    if opts.since is not None or opts.until is not None:
+        feed = time_filter(opts.since, opts.until, feed, reader.stats)
+    reader.read(inputs, feed, progress=progress)
     corr.flush()
     return reader.stats, corr

@@ -45,6 +45,7 @@ class Stats:
 
     lines: int = 0
     skipped: int = 0            # not parsed: irrelevant to the report (Reader ``only``)
+    in_range: int | None = None  # lines inside --since/--until, when a window was given
     parsed: int = 0
     unparsed: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)          # unparsed lines by kind
@@ -55,7 +56,7 @@ class Stats:
     def as_dict(self) -> dict:
         return {
             "lines": self.lines, "skipped": self.skipped, "parsed": self.parsed,
-            "unparsed": self.unparsed,
+            "unparsed": self.unparsed, **({"in_range": self.in_range} if self.in_range is not None else {}),
             "unparsed_by_kind": dict(sorted(self.by_kind.items(), key=lambda kv: -kv[1])),
             "appliances": {k or "-": {"lines": v[0], "parsed": v[1], "unparsed": v[2]}
                            for k, v in self.by_appliance.items()},
@@ -108,6 +109,37 @@ def open_binary(path: str) -> tuple[io.BufferedIOBase, io.BufferedIOBase, int]:
     return raw, raw, size
 
 
+def first_time(path: str, probe: int = 20) -> datetime | None:
+    """The first timestamp among a file's first lines (None for stdin or when none is found)."""
+    if path == "-":
+        return None
+    try:
+        stream, raw, _ = open_binary(path)
+    except OSError:
+        return None
+    try:
+        f = text_lines(stream)
+        for line in islice(f, probe):
+            rec = parse_line(line)
+            if rec.timestamp is not None:
+                return rec.timestamp
+        return None
+    except (OSError, EOFError):
+        return None
+    finally:
+        raw.close()
+
+
+def order_inputs(paths: Iterable[str]) -> list[str]:
+    """Oldest file first, so that a message spanning a rotation is read in order whatever order
+    the files were named in (``mail.current`` before ``mail.@….s``). Files without a readable
+    time keep their place relative to each other, after the dated ones; stdin stays last."""
+    paths = list(paths)
+    keyed = [(first_time(p), i, p) for i, p in enumerate(paths)]
+    keyed.sort(key=lambda k: (k[2] == "-", k[0] is None, k[0] or datetime.min, k[1]))
+    return [p for _, _, p in keyed]
+
+
 def text_lines(stream: io.BufferedIOBase) -> TextIO:
     # Real logs are mostly ASCII; stray bytes must not stop a run, so undecodable bytes become
     # U+FFFD. newline="\n": a raw CR inside a truncated line is kept as text, not a line break.
@@ -134,8 +166,9 @@ class Reader:
 
     def read(self, inputs: Iterable[str], handle: Callable[[str, float | None, LogRecord], None],
              progress: Callable[[int, int], None] | None = None,
-             stop: Callable[[], bool] | None = None) -> Stats:
-        paths = list(inputs)
+             stop: Callable[[], bool] | None = None, ordered: bool = True) -> Stats:
+        """Read every input (oldest first unless ``ordered`` is False) into ``handle``."""
+        paths = order_inputs(inputs) if ordered else list(inputs)
         total = 0
         for p in paths:
             if p != "-":
