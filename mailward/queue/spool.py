@@ -28,14 +28,20 @@ Design
   A new message enters the index only once durable (even if its committer was cancelled).
 * Reclaim: segments are deleted oldest first, and only while the oldest one holds no live
   message. Deleting strictly in order is what keeps replay correct: a state record is
-  always in the same or a later segment than the MSG record it changes, so removing a
+  always in the same or a later segment than the MSG record it changes (or, when it is
+  older than a compaction copy, already folded into that copy's state), so removing a
   prefix never drops an outcome of a message that is still on disk.
-* Compaction: when the oldest closed segment has only a few live bytes left (or has been
-  pinned for ``compact_after`` seconds), its live messages are copied forward as MSG
-  records carrying their current state; the segment then becomes reclaimable. One
-  long-deferred message therefore pins at most its own record.
+* Compaction copies the live messages of the oldest closed segment forward as MSG records
+  carrying their current state; the segment then becomes reclaimable. It runs when that
+  segment is mostly dead (live bytes <= ``compact_live_fraction``) and has been closed for
+  ``compact_after`` seconds (time to empty by itself), or at once when closed segments hold
+  more than twice the live data: one long-deferred message pins at most its own record,
+  and disk use stays near 2x live. A long queue where everything is live copies nothing.
+* Segments are zero-filled ahead of the records (``prealloc``), so the per-batch
+  fdatasync overwrites allocated blocks and need not journal a new file size.
 * Recovery (``open``): replay every segment in order, truncate a torn tail (it was never
-  acknowledged), drop spill files of unfinished receptions and bodies of finished messages.
+  acknowledged; an all-zero tail is preallocation, not damage), drop spill files of
+  unfinished receptions and bodies of finished messages.
 * A lock file (flock) keeps a second process from owning the same spool; read-only viewers
   (``mailward queue``) use ``recovery.snapshot`` and take no lock.
 """
@@ -217,6 +223,10 @@ class Spool:
 
     def get(self, mid: int) -> QueuedMessage | None:
         return self._index.messages.get(mid)
+
+    def __len__(self) -> int:
+        """Number of live messages (O(1), unlike counting ``messages()``)."""
+        return len(self._index.messages)
 
     def messages(self) -> Iterator[QueuedMessage]:
         """Live messages (a snapshot list, safe to iterate while the queue changes)."""
@@ -402,14 +412,19 @@ class Spool:
         if n is None or n == committer.seg:
             return 0
         mids = sorted(self._index.seg_live.get(n, ()))
+        loop = asyncio.get_running_loop()
         items = []
         for mid in mids:
-            msg = self._index.messages.get(mid)
             loc = self._index.loc.get(mid)
-            if msg is None or loc is None or loc.seg != n:
+            if loc is None or loc.seg != n:
+                continue
+            # Read off the loop thread (a closed segment does not change), then snapshot the
+            # state and submit with no await in between: the copy lands in log order.
+            body = None if loc.large else await loop.run_in_executor(None, self._read_inline, loc)
+            msg = self._index.messages.get(mid)
+            if msg is None or self._index.loc.get(mid) is not loc:
                 continue
             meta = {"env": msg.envelope.to_json(), "size": msg.size, "st": msg.state_json()}
-            body = None if loc.large else self._read_inline(loc)
             data, body_rel = msg_record(meta, body)
 
             def durable(item: Pending, mid=mid, msg=msg, large=loc.large, body_rel=body_rel) -> None:
