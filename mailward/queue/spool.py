@@ -228,6 +228,10 @@ class Spool:
         """Number of live messages (O(1), unlike counting ``messages()``)."""
         return len(self._index.messages)
 
+    def __bool__(self) -> bool:
+        # An empty queue is still a spool: `if spool:` must not depend on the queue length.
+        return True
+
     def messages(self) -> Iterator[QueuedMessage]:
         """Live messages (a snapshot list, safe to iterate while the queue changes)."""
         return iter(list(self._index.messages.values()))
