@@ -298,3 +298,113 @@ def test_control_socket_flush_delete_bounce_through_the_cli(tmp_path):
                 await h.stop()
         assert not sock.exists()
     run(go())
+
+
+# --- failures inside a transaction ---------------------------------------------------------------
+
+def test_connection_lost_after_data_defers_and_the_retry_delivers(tmp_path):
+    from tests.integration.test_delivery_testserver import DROP
+
+    state = {"drops": 1}
+
+    def script(verb, arg, conn):
+        if verb == "DATA" and state["drops"]:
+            state["drops"] -= 1
+            return DROP
+        return None
+
+    async def go():
+        quick = RetryPolicy(initial=0.1, max_interval=0.1)
+        async with ScriptedServer(script=script) as srv, \
+                harness(tmp_path, [route_to(srv, tls="off")], retry=quick) as h:
+            mid = await h.submit(["b@dest.test"])
+            await h.until(lambda: h.spool.get(mid) is None)
+            d = h.of(ev.Delayed)[0]
+            assert (d.status, d.response) == ("4.4.0", ev.SmtpResponse("000", ("EOF",)))
+            assert len(srv.messages) == 1 and len(h.of(ev.NewDcid)) == 2
+    run(go())
+
+
+def test_a_silent_server_times_out_and_defers(tmp_path):
+    async def go():
+        async with ScriptedServer(banner=None) as srv, \
+                harness(tmp_path, [route_to(srv, tls="off")], retry=SLOW, command_timeout=0.3) as h:
+            mid = await h.submit(["b@dest.test"])
+            await h.until(lambda: h.of(ev.PendingTill))
+            err = h.of(ev.DeliveryConnectionError)[0]
+            assert (err.details, err.reason) == ("timeout", "network error")
+            assert h.spool.get(mid).attempts == 1
+    run(go())
+
+
+def test_5xx_after_data_bounces_every_accepted_recipient(tmp_path):
+    def script(verb, arg, conn):
+        return "554 5.6.0 Message content rejected" if verb == "DATA" else None
+
+    async def go():
+        async with ScriptedServer(script=script) as srv, \
+                harness(tmp_path, [route_to(srv, tls="off")], retry=SLOW) as h:
+            mid = await h.submit(["x@dest.test", "y@dest.test"], sender="")
+            await h.until(lambda: h.spool.get(mid) is None)
+            bounced = h.of(ev.Bounced)
+            assert [(b.rid, b.status, b.by_destination) for b in bounced] == [(0, "5.3.0", True), (1, "5.3.0", True)]
+            assert bounced[0].response == ev.SmtpResponse("554", ("5.6.0 Message content rejected",))
+    run(go())
+
+
+def test_4xx_to_mail_defers_the_whole_message(tmp_path):
+    async def go():
+        async with ScriptedServer(script=lambda v, a, c: "452 4.3.1 Insufficient system storage"
+                                  if v == "MAIL" else None) as srv, \
+                harness(tmp_path, [route_to(srv, tls="off")], retry=SLOW) as h:
+            mid = await h.submit(["x@dest.test", "y@dest.test"])
+            await h.until(lambda: len(h.of(ev.PendingTill)) == 2)
+            assert [(d.rid, d.status) for d in h.of(ev.Delayed)] == [(0, "4.1.0"), (1, "4.1.0")]
+            msg = h.spool.get(mid)
+            assert msg.pending_rids() == [0, 1] and msg.attempts == 1
+    run(go())
+
+
+# --- wiring from the config ---------------------------------------------------------------------
+
+def test_build_manager_from_the_config_schema(tmp_path):
+    from mailward.config import parse_config
+    from mailward.delivery.manager import build_manager
+    from mailward.maillog.sink import ListSink
+    from mailward.queue.counters import IdCounter
+    from mailward.queue.spool import Spool
+
+    async def go():
+        async with ScriptedServer() as srv:
+            cfg = parse_config(f"""
+[gateway]
+hostname = "gw.cfg.test"
+spool_dir = "{tmp_path / 's'}"
+
+[delivery]
+initial_retry = 7
+max_retries = 3
+concurrency_per_destination = 4
+
+[[route]]
+domain = "dest.test"
+hosts = [{{ host = "127.0.0.1", port = {srv.port} }}]
+tls = "off"
+""", "t.toml", tmp_path)
+            spool = Spool(cfg.gateway.spool_dir, fsync=False)
+            await spool.open()
+            sink = ListSink()
+            m = build_manager(cfg, spool=spool, sink=sink, dcids=IdCounter(tmp_path / "d"),
+                              mids=IdCounter(tmp_path / "m"), resolver=StaticResolver())
+            assert m.settings.retry.initial == 7 and m.settings.retry.max_retries == 3
+            assert m.settings.concurrency_per_destination == 4 and m.settings.hostname == "gw.cfg.test"
+            await m.start()
+            try:
+                assert (cfg.gateway.spool_dir / "control.sock").exists()
+                answer = await asyncio.to_thread(call, cfg.gateway.spool_dir / "control.sock", {"op": "flush"})
+                assert answer == {"ok": True, "queued": 0}
+            finally:
+                await m.stop()
+                await spool.close()
+            assert not (cfg.gateway.spool_dir / "control.sock").exists()
+    run(go())
