@@ -98,6 +98,8 @@ class Spool:
 
     async def open(self) -> None:
         """Create the directories, recover the log, start the committer."""
+        if self._committer is not None:
+            raise SpoolError("spool is already open")
         for d in (self.root, self.root / SEGMENTS, self.root / LARGE):
             d.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o640)
@@ -156,6 +158,13 @@ class Spool:
             os.close(self._lock_fd)
             self._lock_fd = None
         self._closing = False
+
+    async def __aenter__(self) -> "Spool":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
     def _c(self) -> Committer:
         if self._committer is None:
@@ -458,6 +467,7 @@ class Spool:
             "oldest": min((m.envelope.received_at for m in msgs), default=None),
             "deferred": sum(1 for m in msgs if m.attempts > 0),
             "segments": len(segs),
+            "segment_bytes": sum(self._seg_sizes.values()) + (c.size if c is not None else 0),
             "current_segment": c.seg if c is not None else None,
             "batches": c.batches if c is not None else 0,
             "records": c.records if c is not None else 0,

@@ -93,6 +93,9 @@ def test_commit_requires_open_and_unique_mid(tmp_path):
 
 def test_second_owner_is_refused(tmp_path):
     async def go():
+        async with Spool(tmp_path / "ctx") as c:
+            with pytest.raises(SpoolError, match="already open"):
+                await c.open()
         a = await opened(tmp_path)
         b = Spool(tmp_path)
         with pytest.raises(SpoolError, match="in use"):
