@@ -137,6 +137,7 @@ class QueueManager:
         self._stopping = False
         self._runner: asyncio.Task | None = None
         self._total: asyncio.Semaphore | None = None
+        self._slot_waiters = 0
         self._control = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -254,8 +255,22 @@ class QueueManager:
     async def _worker(self, dest: _Destination) -> None:
         try:
             assert self._total is not None
-            async with self._total:
+            if self._total.locked():
+                # All connection slots are taken: idle connections kept for reuse give theirs up.
+                self._slot_waiters += 1
+                for other in self._dests.values():
+                    if other.idle:
+                        other.arrived.set()
+                try:
+                    await self._total.acquire()
+                finally:
+                    self._slot_waiters -= 1
+            else:
+                await self._total.acquire()
+            try:
                 await self._connections(dest)
+            finally:
+                self._total.release()
         finally:
             dest.workers -= 1
             if not dest.workers and not dest.queue:
@@ -303,6 +318,8 @@ class QueueManager:
         try:
             async with asyncio.timeout(self.settings.idle_timeout):
                 while not dest.queue:
+                    if self._slot_waiters:
+                        return False        # another destination needs this connection slot
                     await dest.arrived.wait()
                     dest.arrived.clear()
             return True
