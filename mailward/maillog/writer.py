@@ -30,12 +30,17 @@ CURRENT = "mail.current"
 
 
 class MailLogWriter:
-    """Writes events as mail_logs lines. ``emit`` never blocks on disk and never raises."""
+    """Writes events as mail_logs lines. ``emit`` never blocks on disk and never raises.
+
+    ``hash_chain=True`` (or a ``chain_key_file``) keeps ``mail.current.chain`` beside the log,
+    one HMAC-SHA256 per line (see ``chain.py``); the key defaults to ``<log_dir>/chain.key``.
+    ``tz`` None means the host's local time; the header's UTC offset follows it.
+    """
 
     def __init__(self, log_dir: Path, *, subscription: str = "mail_logs", version: str, serial: str,
                  max_bytes: int | None = 10_485_760, rotate_seconds: int | None = None,
                  syslog: SyslogTarget | None = None, clock: Callable[[], float] = time.time,
-                 tz: tzinfo | None = None, chain_key_file: Path | None = None,
+                 tz: tzinfo | None = None, hash_chain: bool = False, chain_key_file: Path | None = None,
                  max_field: int | None = DEFAULT_MAX_FIELD, fsync: bool = False) -> None:
         self.dir = Path(log_dir) / subscription
         self.subscription = subscription
@@ -57,6 +62,9 @@ class MailLogWriter:
         self._fh = None
         self._chain_fh = None
         self._chain: Chain | None = None
+        if hash_chain and chain_key_file is None:
+            # Beside the subscription folders, not inside one: fetching a log folder does not fetch the key.
+            chain_key_file = Path(log_dir) / "chain.key"
         self._key = load_or_create_key(Path(chain_key_file)) if chain_key_file is not None else None
         self._size = 0
         self._opened_at = 0.0

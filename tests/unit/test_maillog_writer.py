@@ -246,3 +246,12 @@ def test_chain_follows_rotation(tmp_path):
     assert saved
     for log in saved + [w.path]:
         assert verify(log, log.with_name(log.name + ".chain"), key) == []
+
+
+def test_hash_chain_flag_uses_a_key_beside_the_subscription_folders(tmp_path):
+    w = _writer(tmp_path, hash_chain=True)
+    w.emit(ev.IcidClose(1))
+    w.close()
+    key = load_or_create_key(tmp_path / "chain.key")
+    assert stat.S_IMODE(os.stat(tmp_path / "chain.key").st_mode) == 0o600
+    assert verify(w.path, w.chain_path, key) == []
