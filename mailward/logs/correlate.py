@@ -91,6 +91,7 @@ class Correlator:
         self._last_app: str | None = None
         self._st = _State()
         self._countdown = sweep_every
+        self._seq = 0                       # arrival order of evidence lines (to merge them)
         self._sweeps = 0
         d = self._dispatch = {}
         for name in dir(self):
@@ -179,7 +180,8 @@ class Correlator:
         if lines is None:
             lines = obj.lines = []
         if len(lines) < MAX_LINES:
-            lines.append(raw.rstrip("\r\n"))
+            self._seq += 1
+            lines.append((self._seq, raw.rstrip("\r\n")))
 
     def _attach(self, st: _State, m: Message, icid: int) -> None:
         if m.icid is None or (m.icid == 0 and icid):

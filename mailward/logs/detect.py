@@ -290,7 +290,7 @@ class Detector:
             self.now = ts
             self._expire(ts)
         q = self._sent.setdefault((app, user), deque())
-        lines = tuple((m.lines or ())[:4]) or (f"MID {m.mid} from <{m.sender}> to {n} recipient(s)",)
+        lines = tuple(m.evidence()[:6]) or (f"MID {m.mid} from <{m.sender}> to {n} recipient(s)",)
         q.append((ts, n, lines))
         self._trim(q, ts, t.burst_window)
         total = sum(x[1] for x in q)

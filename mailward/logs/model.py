@@ -44,7 +44,7 @@ class Connection:
         self.opened = ts
         self.closed: float | None = None
         self.last_seen = ts
-        self.lines: list[str] | None = None
+        self.lines: list[tuple[int, str]] | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -80,7 +80,7 @@ class Delivery:
         self.opened = ts
         self.closed: float | None = None
         self.last_seen = ts
-        self.lines: list[str] | None = None
+        self.lines: list[tuple[int, str]] | None = None
         self.error: str | None = None
 
     def as_dict(self) -> dict:
@@ -159,7 +159,7 @@ class Message:
         self.relation: str | None = None        # split | rewritten | bcc | bounce | reinjected
         self.children: list[tuple[int, str]] = []
         self.last_seen = ts
-        self.lines: list[str] | None = None
+        self.lines: list[tuple[int, str]] | None = None   # (arrival order, raw line)
         self.partial = True                     # no Start MID line seen (log began mid-story)
         self.rejected: list[str] = []           # recipients refused at RCPT time
         self.expired = False
@@ -169,6 +169,23 @@ class Message:
         if r is None:
             r = self.recipients[rid] = Recipient(rid, None)
         return r
+
+    def evidence(self) -> list[str]:
+        """Every kept raw line of the story in log order: the ICID's own lines (connection,
+        HAT, TLS, AUTH, close), this MID's lines, and the own lines of each DCID it was
+        delivered on (connection, TLS, outbound AUTH, close)."""
+        merged = list(self.lines or ())
+        c = self.connection
+        if c is not None and c.lines:
+            merged += c.lines
+        seen: set[int] = set()
+        for r in self.recipients.values():
+            d = r.delivery
+            if d is not None and d.lines and id(d) not in seen:
+                seen.add(id(d))
+                merged += d.lines
+        merged.sort()
+        return [text for _, text in merged]
 
     @property
     def auth_user(self) -> str | None:
@@ -191,7 +208,7 @@ class Message:
             "verdicts": list(self.verdicts),
         }
         if with_lines:
-            d["lines"] = list(self.lines or ())
+            d["lines"] = self.evidence()
         return d
 
 

@@ -25,11 +25,12 @@ def _cell(v) -> str:
     return str(v)
 
 
-def console(out: IO[str] | None = None) -> Console:
+def console(out: IO[str] | None = None, soft_wrap: bool = False) -> Console:
     out = out or sys.stdout
-    # Width fixed when not a terminal so that piped tables do not wrap at 80 columns.
+    # Width fixed when not a terminal so that piped tables do not wrap at 80 columns;
+    # soft_wrap keeps evidence lines whole (one log line, one output line).
     return Console(file=out, width=None if out.isatty() else 200, highlight=False,
-                   soft_wrap=False)
+                   soft_wrap=soft_wrap)
 
 
 def table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None,
@@ -71,7 +72,7 @@ def write_jsonl(rows: Iterable[dict], out: IO[str] | None = None) -> None:
 
 def story_text(s: dict, out: IO[str] | None = None) -> None:
     """A readable story: the joined facts first, then the evidence lines in log order."""
-    con = console(out)
+    con = console(out, soft_wrap=True)
     c = s.get("connection") or {}
     head = f"[bold]MID {s['mid']}[/bold]"
     if s.get("appliance"):

@@ -78,7 +78,10 @@ def test_icid_and_dcid_facts_join_the_message_and_each_recipient():
     assert r0.delivery.auth_profile == "OutAuth" and r0.delivery.auth_succeeded is True
     assert r0.delivery.closed is not None      # DCID close after the story still reaches it
     assert not m.partial and not m.expired and m.status == "done"
-    assert len(m.lines) == 14 and m.lines[0] == "line StartMid"
+    assert [ln for _, ln in m.lines][0] == "line StartMid" and len(m.lines) == 14
+    ev = m.evidence()       # ICID lines, MID lines and DCID lines, in arrival order
+    assert ev[:4] == ["line NewIcid", "line HatDecision", "line IcidTlsSuccess", "line SmtpAuthResult"]
+    assert ev[-1] == "line DcidClose" and "line OutboundAuthResult" in ev and len(ev) == 5 + 14 + 4
     assert r.c.live() == {"messages": 0, "connections": 0, "deliveries": 0}
 
 
@@ -224,4 +227,4 @@ Fri Nov 17 06:00:35 2006 Info: Message finished MID 4449 done
     assert old.children == [(4449, "reinjected")]
     assert (new.parent, new.relation, new.icid, new.sender) == (4433, "reinjected", 77, "a@example.org")
     assert new.recipients[0].outcome == "bounced" and new.recipients[0].status == "5.1.1"
-    assert len(old.lines) == 10 and old.lines[-1].endswith("Message finished MID 4433 done")
+    assert len(old.lines) == 10 and old.evidence()[-1].endswith("Message finished MID 4433 done")

@@ -139,7 +139,11 @@ def test_cribl_unfinished_message_is_reported_with_what_is_known():
     assert m.expired and m.status is None
     assert m.connection.peer_ip == "74.218.204.185" and m.connection.sbrs == "5.6"
     assert m.recipients[0].outcome == "pending"
-    assert any("queued for delivery" in ln for ln in m.lines)
+    ev = m.evidence()
+    assert any("queued for delivery" in ln for ln in ev)
+    assert ev[0].endswith("New SMTP ICID 60140296 interface Data 1 (68.232.141.109) address 74.218.204.185 "
+                          "reverse dns host email2.solidsignal.com verified yes")
+    assert any(ln.endswith("ICID 60140296 close") for ln in ev)
 
 
 def test_seed_auth_report():
