@@ -57,6 +57,7 @@ class AuthReport:
         self.by: dict[str, dict[str, Tally]] = {d: {} for d in DIMENSIONS}
         self.inbound = Tally()
         self.outbound = Tally()
+        self.other: dict[str, int] = {}     # rejected / lockout / error events
 
     def add(self, a: AuthAttempt) -> None:
         if a.ts is not None:
@@ -66,6 +67,13 @@ class AuthReport:
                 return
         if self.keep_attempts:
             self.attempts.append(a)
+        if a.kind != "verdict":
+            # listed, and counted apart: a rejection or lockout is not a password verdict
+            self.other[a.kind] = self.other.get(a.kind, 0) + 1
+            if a.kind != "rejected" or a.client_ip is None:
+                return
+            self._tally(self.by["client_ip"], a.client_ip, a, None)
+            return
         (self.inbound if a.direction == "inbound" else self.outbound).add(a, None)
         by = self.by
         if a.user is not None:
@@ -90,6 +98,7 @@ class AuthReport:
         return {
             "inbound": self.inbound.as_dict() | {"related": []},
             "outbound": self.outbound.as_dict() | {"related": []},
+            "other_events": dict(sorted(self.other.items())),
             **{f"by_{dim}": {k: t.as_dict() for k, t in sorted(table.items())}
                for dim, table in self.by.items()},
         }

@@ -241,12 +241,36 @@ class Correlator:
             self._line(self._conn(st, ev.icid, ts), raw)
 
     _on_ReceivingFailed = _on_IcidNote
-    _on_SmtpAuthForwardUnreachable = _on_IcidNote
-    _on_SmtpAuthLdapLookupFailed = _on_IcidNote
-    _on_SmtpAuthMisconfigured = _on_IcidNote
-    _on_SmtpAuthRequiredNotInitiated = _on_IcidNote
-    _on_SmtpAuthLockout = _on_IcidNote
-    _on_SmtpAuthRejected = _on_IcidNote
+
+    def _auth_other(self, st: _State, ev, ts, raw, kind: str, user: str | None, mechanism: str | None,
+                    profile: str, detail: str) -> None:
+        c = self._conn(st, ev.icid, ts)
+        if self.keep_lines:
+            self._line(c, raw)
+        self.counters.auth += 1
+        if self.on_auth is not None:
+            self.on_auth(AuthAttempt(c.appliance, ts, "inbound", False, user, mechanism, profile,
+                                     c.peer_ip, c.interface_ip, ev.icid, detail, raw.rstrip("\r\n"), kind))
+
+    def _on_SmtpAuthRejected(self, st: _State, ev: E.SmtpAuthRejected, ts, raw) -> None:
+        self._auth_other(st, ev, ts, raw, "rejected", None, ev.mechanism, "", ev.reason)
+
+    def _on_SmtpAuthLockout(self, st: _State, ev: E.SmtpAuthLockout, ts, raw) -> None:
+        self._auth_other(st, ev, ts, raw, "lockout", ev.key if ev.scope == "user" else None, None, "",
+                         f"{ev.scope} {ev.key} locked out for {ev.seconds} s after {ev.failures} failures")
+
+    def _on_SmtpAuthMisconfigured(self, st: _State, ev: E.SmtpAuthMisconfigured, ts, raw) -> None:
+        self._auth_other(st, ev, ts, raw, "error", None, None, ev.profile, "profile misconfigured or missing")
+
+    def _on_SmtpAuthForwardUnreachable(self, st: _State, ev: E.SmtpAuthForwardUnreachable, ts, raw) -> None:
+        self._auth_other(st, ev, ts, raw, "error", None, None, "",
+                         f"forwarding server {ev.server} unreachable" + (f": {ev.reason}" if ev.reason else ""))
+
+    def _on_SmtpAuthLdapLookupFailed(self, st: _State, ev: E.SmtpAuthLdapLookupFailed, ts, raw) -> None:
+        self._auth_other(st, ev, ts, raw, "error", ev.user, None, "", "LDAP query/user lookup failed")
+
+    def _on_SmtpAuthRequiredNotInitiated(self, st: _State, ev, ts, raw) -> None:
+        self._auth_other(st, ev, ts, raw, "error", None, None, "", "AUTH required but not initiated")
 
     def _on_InvalidAddress(self, st: _State, ev: E.InvalidAddress, ts, raw) -> None:
         if self.keep_lines:

@@ -179,7 +179,7 @@ class Detector:
             q.popleft()
 
     def on_auth(self, a: AuthAttempt) -> None:
-        if a.direction != "inbound" or a.user is None:
+        if a.direction != "inbound" or a.user is None or a.kind != "verdict":
             return          # outbound AUTH is our own login to a next hop: not an attack surface
         t = self.t
         ts = a.ts

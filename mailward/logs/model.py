@@ -214,7 +214,13 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class AuthAttempt:
-    """One SMTP AUTH verdict, inbound (on an ICID) or outbound (on a DCID), with joined facts."""
+    """One SMTP AUTH event, inbound (on an ICID) or outbound (on a DCID), with joined facts.
+
+    ``kind``: ``verdict`` (succeeded/failed: the lines the tallies and detection count),
+    ``rejected`` (refused before a verdict: bad encoding, cancelled; a failure without a user),
+    ``lockout`` (mailward's tarpit lockout), ``error`` (profile misconfigured, forwarding
+    server or LDAP unreachable, AUTH required but not offered). ``response`` carries the detail.
+    """
 
     appliance: str
     ts: float | None
@@ -226,13 +232,20 @@ class AuthAttempt:
     client_ip: str | None       # inbound: the peer; outbound: our interface
     server_ip: str | None       # inbound: our listener IP; outbound: the destination
     conn_id: int                # ICID or DCID
-    response: str | None        # outbound failure: the server's reply
+    response: str | None        # outbound failure: the server's reply; other kinds: the detail
     raw: str
+    kind: str = "verdict"
+
+    @property
+    def result(self) -> str:
+        if self.kind != "verdict":
+            return self.kind
+        return "success" if self.succeeded else "failure"
 
     def as_dict(self) -> dict:
         return {
             "time": iso(self.ts), "appliance": self.appliance or None, "direction": self.direction,
-            "result": "success" if self.succeeded else "failure", "user": self.user,
+            "result": self.result, "user": self.user,
             "mechanism": self.mechanism, "profile": self.profile, "client_ip": self.client_ip,
             "server_ip": self.server_ip,
             ("icid" if self.direction == "inbound" else "dcid"): self.conn_id,

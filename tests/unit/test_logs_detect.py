@@ -124,3 +124,26 @@ def test_auth_report_tallies_and_window():
     assert s["by_client_ip"]["1.1.1.1"] == {**s["by_client_ip"]["1.1.1.1"], "successes": 1, "failures": 1}
     assert s["by_mechanism"]["PLAIN"]["successes"] == 1
     assert len(rep.attempts) == 2
+
+
+def test_rejections_lockouts_and_errors_are_listed_not_counted_as_verdicts():
+    from mailward.logs.correlate import Correlator
+    from mailward.logs.sources import Reader
+
+    text = """\
+Thu Mar  5 10:00:00 2026 Info: New SMTP ICID 9 interface In (10.0.0.1) address 203.0.113.4 reverse dns host unknown verified no
+Thu Mar  5 10:00:01 2026 Info: SMTP Auth: (ICID 9) failed for user: root using AUTH mechanism: PLAIN with profile: Inc
+Thu Mar  5 10:00:02 2026 Info: SMTP Auth: (ICID 9) rejected using AUTH mechanism: PLAIN reason: bad base64 encoding
+Thu Mar  5 10:00:03 2026 Info: SMTP Auth: (ICID 9) lockout of address 203.0.113.4 for 300 seconds after 5 failures
+Thu Mar  5 10:00:04 2026 Info: SMTP Auth (ICID 9) profile: ldapprof is misconfigured or missing causing an Auth failure
+"""
+    rep = AuthReport()
+    reader = Reader()
+    reader.read_lines(text.splitlines(keepends=True), Correlator(on_auth=rep.add).feed)
+    assert reader.stats.unparsed == 0, reader.stats.by_kind
+    assert [a.result for a in rep.attempts] == ["failure", "rejected", "lockout", "error"]
+    assert rep.attempts[1].client_ip == "203.0.113.4" and rep.attempts[1].response == "bad base64 encoding"
+    s = rep.summary()
+    assert s["other_events"] == {"error": 1, "lockout": 1, "rejected": 1}
+    assert s["by_user"]["root"]["failures"] == 1
+    assert s["by_client_ip"]["203.0.113.4"]["failures"] == 2      # the rejection counts for the IP
