@@ -18,7 +18,6 @@ from mailward.auth.outgoing import OutgoingCredentials
 from mailward.delivery.routes import Route, RouteHost
 from mailward.delivery.trouble import RetryPolicy
 from mailward.maillog import events as ev
-from mailward.maillog.grammar import format_body
 from tests.integration.test_delivery_manager import Harness
 from tests.peers.postfix import postfix_peer  # noqa: F401  (fixture)
 

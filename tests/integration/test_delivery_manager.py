@@ -12,7 +12,6 @@ from mailward.delivery.routes import Route, RouteHost, RouteTable
 from mailward.delivery.trouble import RetryPolicy
 from mailward.maillog import events as ev
 from mailward.maillog.sink import ListSink
-from mailward.net.dns import StaticResolver
 from mailward.queue.counters import IdCounter
 from mailward.queue.model import Envelope
 from mailward.queue.spool import Spool
