@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class LargeBody:
-    fd: int               # open spill file, still to be fsynced and closed
+    fd: int               # open spill file still to be fsynced and closed, or -1 if done
     tmp: Path
     final: Path
 
@@ -152,10 +152,12 @@ class Committer:
         larges = [item.large for item in batch if item.large is not None]
         try:
             for lb in larges:
-                self.fs.fsync(lb.fd)
+                if lb.fd >= 0:
+                    self.fs.fsync(lb.fd)
             for lb in larges:
-                os.close(lb.fd)
-                lb.fd = -1
+                if lb.fd >= 0:
+                    os.close(lb.fd)
+                    lb.fd = -1
                 os.rename(lb.tmp, lb.final)
         finally:
             for lb in larges:

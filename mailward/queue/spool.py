@@ -203,18 +203,28 @@ class Spool:
         final = self.root / LARGE / str(env.mid)
         try:
             msg = self._new_message(env, size)
-            data, body_rel = msg_record({"env": env.to_json(), "size": size}, None)
-        except Exception:
-            os.close(fd)
+            data, _ = msg_record({"env": env.to_json(), "size": size}, None)
+            committer = self._c()
+            # The body's own fsync runs here, outside the batch: a big body must not hold
+            # up the small commits sharing the next fdatasync. The batch then only renames
+            # it and fsyncs the directory (once for all bodies of the batch).
+            await asyncio.get_running_loop().run_in_executor(None, self.fs.fsync, fd)
+        except OSError as exc:
+            _close_quietly(fd)
+            _unlink(tmp)
+            raise SpoolError(f"{exc.strerror or exc} (errno {exc.errno})") from exc
+        except BaseException:
+            _close_quietly(fd)
             _unlink(tmp)
             raise
+        _close_quietly(fd)
 
         def durable(item: Pending) -> None:
             self._index.put(msg, Location(item.seg, 0, size, True))
             self._notify(msg)
 
         try:
-            await self._c().submit(data, large=LargeBody(fd, tmp, final), on_durable=durable).fut
+            await committer.submit(data, large=LargeBody(-1, tmp, final), on_durable=durable).fut
         except SpoolError:
             _unlink(tmp)
             _unlink(final)
@@ -474,6 +484,13 @@ class Spool:
             "data_syncs": self.fs.data_syncs,
             "syncs": self.fs.syncs,
         }
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _unlink(path: Path | None) -> None:

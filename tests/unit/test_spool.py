@@ -531,6 +531,7 @@ class FaultyOps(FileOps):
         super().__init__()
         self.enospc = False
         self.eio = False
+        self.eio_fsync = False
 
     def write(self, fd, data, offset=None):
         if self.enospc:
@@ -539,6 +540,11 @@ class FaultyOps(FileOps):
                 super().write(fd, half, offset)     # a partial write, then the disk is full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         super().write(fd, data, offset)
+
+    def fsync(self, fd):
+        if self.eio_fsync:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().fsync(fd)
 
     def fdatasync(self, fd):
         if self.eio:
@@ -587,6 +593,26 @@ def test_failed_fdatasync_abandons_the_segment(tmp_path):
         await s.close()
         s = await opened(tmp_path)
         assert sorted(m.mid for m in s.messages()) == [1, 3]
+        await s.close()
+    run(go())
+
+
+def test_failed_fsync_of_a_large_body_fails_only_that_commit(tmp_path):
+    fs = FaultyOps()
+
+    async def go():
+        s = await opened(tmp_path, fs=fs, memory_threshold=100)
+        fs.eio_fsync = True
+        results = await asyncio.gather(commit(s, 1, body_for(1, 5000)), commit(s, 2, body_for(2, 60)),
+                                       return_exceptions=True)
+        assert isinstance(results[0], SpoolError) and not isinstance(results[1], Exception)
+        assert list((tmp_path / "large").iterdir()) == []
+        fs.eio_fsync = False
+        await commit(s, 3, body_for(3, 5000))
+        await s.close()
+        s = await opened(tmp_path)
+        assert sorted(m.mid for m in s.messages()) == [2, 3]
+        assert s.read_body(3) == body_for(3, 5000)
         await s.close()
     run(go())
 
