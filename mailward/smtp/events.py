@@ -86,7 +86,8 @@ class DataEnd(Event):
 
 @dataclass(frozen=True, slots=True)
 class Rset(Event):
-    """RSET, or a transaction dropped by HELO/EHLO/STARTTLS (answer: None for 250)."""
+    """RSET (answer: None for 250). HELO/EHLO also end a transaction: the app sees that as
+    the `Helo` event itself."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,7 +363,7 @@ def test_connection_limits_total_and_per_ip():
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=5, source_address=("127.0.0.3", 0))
             assert s.makefile("rb").readline().startswith(b"421 ")
             s.close()
-            assert srv.limits == ["per_ip", "total"]
+            assert srv.wait_for(lambda: srv.limits == ["per_ip", "total"]), srv.limits
         finally:
             for s in socks:
                 s.close()
@@ -478,3 +478,54 @@ def test_listener_spec_from_config_like_object():
     assert (s.tls_mode, s.command_timeout, s.max_connections_per_ip, s.host) == ("starttls", 7.0, 3, "127.0.0.1")
     with pytest.raises(ValueError):
         ListenerSpec(name="x", tls_mode="sometimes")
+
+
+def _only_session(srv):
+    assert srv.wait_for(lambda: len(srv.server.sessions) == 1)
+    return next(iter(srv.server.sessions))
+
+
+def test_pipelined_replies_leave_in_one_write():
+    with ServerThread(spec()) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        session = _only_session(srv)
+        writes = []
+        real_write = session.transport.write
+
+        def counting_write(data):
+            writes.append(data)
+            real_write(data)
+
+        session.transport.write = counting_write
+        s.sendall(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nRCPT TO:<z@y>\r\nNOOP\r\n")
+        lines = [f.readline() for _ in range(5)]
+        assert [ln[:3] for ln in lines] == [b"250"] * 5
+        assert len(writes) == 1 and writes[0] == b"".join(lines)
+        s.close()
+
+
+def test_read_backpressure_while_handler_awaits():
+    with ServerThread(spec(), slow_rcpt=1.0) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        session = _only_session(srv)
+        s.sendall(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\n")
+        # while the handler sits on RCPT, flood the server with pipelined commands: more than
+        # the kernel's socket buffers hold, so only pausing keeps the server's memory bounded
+        s.setblocking(False)
+        block = b"NOOP\r\n" * 10_000
+        sent, deadline = 0, time.monotonic() + 0.5
+        while time.monotonic() < deadline and sent < 64 * 1024 * 1024:
+            try:
+                sent += s.send(block)
+            except BlockingIOError:
+                time.sleep(0.005)
+        time.sleep(0.1)
+        buffered, paused = session.core.buffered, session._read_paused
+        s.setblocking(True)
+        assert sent > 1024 * 1024
+        assert paused and buffered < 256 * 1024 + 300 * 1024, (buffered, sent)
+        s.close()
