@@ -25,6 +25,12 @@ from .recovery import LARGE, SegmentVanished, seg_path, snapshot
 _HEADER_LIMIT = 64 << 10   # show at most this much of the header block
 
 
+def _out(text: str) -> None:
+    # Addresses may hold undecodable bytes (kept as lone surrogates): show them escaped
+    # instead of failing to print.
+    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def _fail(message: str) -> None:
     click.echo(f"mailward: {message}", err=True)
     sys.exit(2)
@@ -91,21 +97,21 @@ def list_cmd(spool: Path, as_json: bool) -> None:
     msgs = sorted(rep.index.messages.values(), key=lambda m: m.mid)
     if as_json:
         for m in msgs:
-            click.echo(json.dumps(_summary(m, now), ensure_ascii=False))
+            _out(json.dumps(_summary(m, now), ensure_ascii=False))
         return
     if not msgs:
-        click.echo("queue is empty")
+        _out("queue is empty")
         return
-    click.echo(f"{'MID':>10}  {'AGE':>5}  {'SIZE':>9}  {'SENDER':<30}  {'PENDING':>7}  NEXT ATTEMPT")
+    _out(f"{'MID':>10}  {'AGE':>5}  {'SIZE':>9}  {'SENDER':<30}  {'PENDING':>7}  NEXT ATTEMPT")
     for m in msgs:
         env = m.envelope
         pend = m.pending_rids()
         first = env.recipients[pend[0]] if pend else "-"
         nxt = _when(m.next_attempt) if m.attempts else "now"
-        click.echo(f"{env.mid:>10}  {_age(now - env.received_at):>5}  {m.size:>9}  "
+        _out(f"{env.mid:>10}  {_age(now - env.received_at):>5}  {m.size:>9}  "
                    f"{(env.sender or '<>')[:30]:<30}  {len(pend):>7}  {nxt}")
-        click.echo(f"{'':>10}  to: {first}" + (f" (+{len(pend) - 1} more)" if len(pend) > 1 else ""))
-    click.echo(f"-- {len(msgs)} message(s), {sum(m.size for m in msgs)} bytes")
+        _out(f"{'':>10}  to: {first}" + (f" (+{len(pend) - 1} more)" if len(pend) > 1 else ""))
+    _out(f"-- {len(msgs)} message(s), {sum(m.size for m in msgs)} bytes")
 
 
 def _headers(spool: Path, mid: int, loc: Location) -> str:
@@ -151,27 +157,27 @@ def show_cmd(spool: Path, as_json: bool, mid: int) -> None:
         d = {"envelope": env.to_json(), "size": msg.size, "attempts": msg.attempts,
              "next_attempt": msg.next_attempt or None, "first_attempt_at": msg.first_attempt_at,
              "last_error": msg.last_error, "recipients": rcpts, "headers": headers}
-        click.echo(json.dumps(d, ensure_ascii=False, indent=2))
+        _out(json.dumps(d, ensure_ascii=False, indent=2))
         return
-    click.echo(f"MID {env.mid}  ICID {env.icid}  size {msg.size}")
-    click.echo(f"received  {_when(env.received_at)} on listener {env.listener or '-'} "
+    _out(f"MID {env.mid}  ICID {env.icid}  size {msg.size}")
+    _out(f"received  {_when(env.received_at)} on listener {env.listener or '-'} "
                f"from {env.client_ip or '-'} (helo {env.helo or '-'})")
     if env.auth_user is not None:
-        click.echo(f"auth user {env.auth_user}")
+        _out(f"auth user {env.auth_user}")
     if env.origin_mid is not None:
-        click.echo(f"bounce of MID {env.origin_mid}")
-    click.echo(f"sender    <{env.sender}>")
+        _out(f"bounce of MID {env.origin_mid}")
+    _out(f"sender    <{env.sender}>")
     if env.params:
-        click.echo("params    " + " ".join(f"{k}={v}" if v else k for k, v in env.params))
-    click.echo(f"attempts  {msg.attempts}; first {_when(msg.first_attempt_at)}; "
+        _out("params    " + " ".join(f"{k}={v}" if v else k for k, v in env.params))
+    _out(f"attempts  {msg.attempts}; first {_when(msg.first_attempt_at)}; "
                f"next {_when(msg.next_attempt) if msg.attempts else 'now'}")
     for r in rcpts:
         line = f"  RID {r['rid']}  {r['state']:<9}  {r['address']}"
         if r["error"]:
             line += f"  ({r['error']})"
-        click.echo(line)
-    click.echo("headers:")
-    click.echo(headers)
+        _out(line)
+    _out("headers:")
+    _out(headers)
 
 
 @queue_group.command("stats")
@@ -194,9 +200,9 @@ def stats_cmd(spool: Path, as_json: bool) -> None:
         "large_bodies": sum(1 for loc in rep.index.loc.values() if loc.large),
     }
     if as_json:
-        click.echo(json.dumps(d))
+        _out(json.dumps(d))
         return
     for k, v in d.items():
         if k == "oldest":
             v = _when(v)
-        click.echo(f"{k:<20} {v if v is not None else '-'}")
+        _out(f"{k:<20} {v if v is not None else '-'}")

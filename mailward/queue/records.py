@@ -37,7 +37,9 @@ F_LARGE = 1    # body lives in its own file, large/<mid>
 # A record larger than this cannot have been written by us: treat it as garbage (torn).
 MAX_RECORD = 1 << 30
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# ASCII-only JSON: any str (even a lone surrogate from a surrogateescape-decoded address)
+# round-trips exactly, and the bytes are always valid UTF-8.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 def frame(rtype: int, payload: bytes) -> bytes:

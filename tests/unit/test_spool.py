@@ -71,6 +71,21 @@ def test_commit_read_back_and_restart(tmp_path):
     run(go())
 
 
+def test_non_ascii_and_undecodable_envelope_text_round_trips(tmp_path):
+    async def go():
+        e = Envelope(1, 2, "jos\u00e9@b\u00fccher.example", ("\u7528\u6237@\u4f8b\u5b50.\u4e2d\u56fd", "x\udcff@y"),
+                     1.5, helo="h\udc80", auth_user="\u00fc")
+        s = await opened(tmp_path)
+        w = s.writer()
+        w.write(b"x")
+        await w.commit(e)
+        await s.close()
+        s = await opened(tmp_path)
+        assert s.get(1).envelope == e
+        await s.close()
+    run(go())
+
+
 def test_commit_requires_open_and_unique_mid(tmp_path):
     async def go():
         s = Spool(tmp_path)
