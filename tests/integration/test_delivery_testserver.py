@@ -119,8 +119,8 @@ class ScriptedServer:
         self.max_active = max(self.max_active, self.active)
         try:
             await self._session(conn, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.CancelledError):
+            pass            # a peer that went away, or the server shutting down
         finally:
             self.active -= 1
             self._handlers.discard(task)
