@@ -21,9 +21,13 @@ class ChainProfile:
             raise ValueError(f"chain profile {name!r} needs at least one member")
         self.name = name
         self.members = tuple(members)
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        # Asked afresh: a member's list may change (a local profile offers CRAM-MD5 only
+        # while it has a CRAM user).
         first = self.members[0].mechanisms
-        self.mechanisms: tuple[str, ...] = tuple(
-            m for m in first if all(m in p.mechanisms for p in self.members[1:]))
+        return tuple(m for m in first if all(m in p.mechanisms for p in self.members[1:]))
 
     def __repr__(self) -> str:
         return f"ChainProfile({self.name!r}, [{', '.join(p.name for p in self.members)}])"

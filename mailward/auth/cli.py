@@ -115,29 +115,35 @@ def _change(action: Callable[[], None]) -> None:
         _fail(str(exc))
 
 
+_CRAM_HELP = ("Also store a CRAM-MD5 (HMAC-MD5) context for NAME. Weaker than Argon2id: it is "
+              "password-equivalent for CRAM-MD5 and falls fast to offline guessing.")
+
+
 @users_group.command("add")
 @click.argument("name")
+@click.option("--cram", is_flag=True, help=_CRAM_HELP)
 @_where
 @click.pass_context
-def users_add(ctx: click.Context, name: str) -> None:
+def users_add(ctx: click.Context, name: str, cram: bool) -> None:
     """Add NAME; the password is prompted for (or read from stdin)."""
     store = _store(ctx, create=True)
     password = read_password(confirm=True)
-    _change(lambda: store.add(name, password))
+    _change(lambda: store.add(name, password, cram=cram))
     click.echo(f"added {name}")
 
 
 @users_group.command("passwd")
 @click.argument("name")
+@click.option("--cram/--no-cram", default=None, help="Store / drop the CRAM-MD5 context (default: as before).")
 @_where
 @click.pass_context
-def users_passwd(ctx: click.Context, name: str) -> None:
+def users_passwd(ctx: click.Context, name: str, cram: bool | None) -> None:
     """Set NAME's password (prompted for, or read from stdin)."""
     store = _store(ctx)
     if name not in store:
         _fail(f"no user {name!r}")
     password = read_password(confirm=True)
-    _change(lambda: store.passwd(name, password))
+    _change(lambda: store.passwd(name, password, cram=cram))
     click.echo(f"changed password of {name}")
 
 

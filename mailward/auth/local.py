@@ -3,10 +3,10 @@
 Owns the mapping from a store check to an ``AuthOutcome``. Must not know the file format or
 the hashing (``users.py``) nor SMTP replies.
 
-CRAM-MD5 is not offered: it needs a password-equivalent secret (the password or its HMAC-MD5
-context) stored on the gateway, which would undo what Argon2id buys. Clients that only speak
-CRAM-MD5 can be served by an LDAP or forwarding profile in front of a server that stores such
-secrets, or upgraded to PLAIN/LOGIN over TLS.
+CRAM-MD5 is offered only while the users file holds at least one user added with ``--cram``
+(whose HMAC-MD5 context is stored beside the Argon2id hash, see ``crammd5.py``): that context
+is password-equivalent for CRAM-MD5 and much weaker than Argon2id, so it is opt-in per user.
+Users without it simply fail CRAM-MD5 and can use PLAIN/LOGIN.
 """
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from ..maillog.events import SmtpAuthMisconfigured
 
 
 class LocalProfile:
-    mechanisms: tuple[str, ...] = PASSWORD_MECHANISMS
-
     def __init__(self, name: str, store: UserStore, cache: CredentialCache | None = None):
         self.name = name
         self.store = store
@@ -30,21 +28,35 @@ class LocalProfile:
     def __repr__(self) -> str:
         return f"LocalProfile({self.name!r}, {str(self.store.path)!r})"
 
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        try:
+            self.store.refresh()
+        except UserStoreError:
+            return PASSWORD_MECHANISMS
+        return PASSWORD_MECHANISMS + (("CRAM-MD5",) if self.store.has_cram() else ())
+
     def _forget(self, names: frozenset[str]) -> None:
         assert self.cache is not None
         for n in names:
             self.cache.invalidate(self.name, n)
 
     async def verify(self, creds: Credentials, *, icid: int, client_ip: str) -> AuthOutcome:
-        password = password_of(creds)
-        if password is None:
-            return AuthOutcome(Verdict.FAIL, self.name, detail=f"mechanism {creds.mechanism} or authorization identity not supported")
         try:
             # Before the cache: a user changed on disk is forgotten before we answer from it.
             self.store.refresh()
         except UserStoreError as exc:
             return AuthOutcome(Verdict.MISCONFIGURED, self.name, detail=str(exc),
                                events=(SmtpAuthMisconfigured(icid, self.name),))
+        if creds.mechanism.upper() == "CRAM-MD5":
+            ok = (creds.cram_challenge is not None and creds.cram_digest is not None
+                  and creds.authzid in (None, "", creds.username)
+                  and self.store.verify_cram(creds.username, creds.cram_challenge, creds.cram_digest))
+            return AuthOutcome(Verdict.OK if ok else Verdict.FAIL, self.name)
+        password = password_of(creds)
+        if password is None:
+            return AuthOutcome(Verdict.FAIL, self.name,
+                               detail=f"mechanism {creds.mechanism} or authorization identity not supported")
 
         async def check() -> AuthOutcome:
             ok = await self.store.verify(creds.username, password)

@@ -4,8 +4,9 @@ Owns the file format, its permissions, atomic rewrites and reloading when anothe
 (``mailward users ...``) changed it. Must not know about SMTP, SASL or the cache; callers
 learn which users changed through ``on_change`` listeners.
 
-Format: one user per line, ``name:$argon2id$v=19$m=...,t=...,p=...$salt$hash``; ``#`` lines
-and blank lines are ignored. Names are UTF-8 without ``:``, whitespace or control characters.
+Format: one user per line, ``name:$argon2id$v=19$m=...,t=...,p=...$salt$hash``, optionally
+followed by ``:{HMAC-MD5}<64 hex>`` for a user added with ``--cram`` (CRAM-MD5 support,
+weaker than Argon2id: see ``crammd5.py``); ``#`` lines and blank lines are ignored. Names are UTF-8 without ``:``, whitespace or control characters.
 The file is created 0600 and a file that others can read or anyone but the owner can write
 is refused (the way ssh refuses a loose private key): even Argon2id hashes are an offline
 attack target.
@@ -26,6 +27,8 @@ from pathlib import Path
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from . import crammd5
 
 
 class UserStoreError(Exception):
@@ -48,6 +51,15 @@ def _check_name(name: str) -> str:
     if any(c == ":" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in name):
         raise UserStoreError(f"user name {name!r} must not contain ':', whitespace or control characters")
     return name
+
+
+@dataclass(frozen=True)
+class _Entry:
+    hash: str
+    cram: bytes | None = None       # HMAC-MD5 context, only for users added with --cram
+
+    def line(self, name: str) -> str:
+        return f"{name}:{self.hash}" + (f":{crammd5.encode(self.cram)}" if self.cram else "")
 
 
 @dataclass(frozen=True)
@@ -76,8 +88,9 @@ class UserStore:
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="argon2")
         # Same parameters as real hashes: the dummy check must cost what a real one costs.
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(24))
+        self._dummy_cram = crammd5.context(secrets.token_urlsafe(24))
         self._lock = threading.Lock()
-        self._users: dict[str, str] = {}
+        self._users: dict[str, _Entry] = {}
         self._stamp: _Stamp | None = None
         self._listeners: list[Callable[[frozenset[str]], None]] = []
         if create and not self.path.exists():
@@ -138,10 +151,24 @@ class UserStore:
 
     # -- verifying --
 
+    def has_cram(self) -> bool:
+        """True when at least one user can log in with CRAM-MD5."""
+        with self._lock:
+            return any(e.cram is not None for e in self._users.values())
+
+    def verify_cram(self, name: str, challenge: bytes, digest: str) -> bool:
+        """CRAM-MD5 check; unknown users and users without a context cost the same HMAC."""
+        with self._lock:
+            entry = self._users.get(name)
+        ctx = entry.cram if entry is not None and entry.cram is not None else self._dummy_cram
+        ok = crammd5.verify(ctx, challenge, digest)
+        return ok and entry is not None and entry.cram is not None
+
     def verify_sync(self, name: str, password: str) -> bool:
         """Blocking check; costs one Argon2 verification whether or not the user exists."""
         with self._lock:
-            stored = self._users.get(name)
+            entry = self._users.get(name)
+        stored = entry.hash if entry is not None else None
         target = stored if stored is not None else self._dummy_hash
         try:
             ok = self.hasher.verify(target, password)
@@ -156,24 +183,27 @@ class UserStore:
 
     # -- changing (the CLI) --
 
-    def add(self, name: str, password: str) -> None:
+    def add(self, name: str, password: str, *, cram: bool = False) -> None:
+        """Add a user; ``cram=True`` also stores the (weaker) CRAM-MD5 context."""
         _check_name(name)
         _check_password(password)
         with self._locked_file():
             users = self._reread()
             if name in users:
                 raise UserStoreError(f"user {name!r} already exists (use passwd)")
-            users[name] = self.hasher.hash(password)
+            users[name] = _Entry(self.hasher.hash(password), crammd5.context(password) if cram else None)
             self._write(users)
         self._load()
 
-    def passwd(self, name: str, password: str) -> None:
+    def passwd(self, name: str, password: str, *, cram: bool | None = None) -> None:
+        """Set a new password; ``cram=None`` keeps the user's CRAM-MD5 setting as it was."""
         _check_password(password)
         with self._locked_file():
             users = self._reread()
             if name not in users:
                 raise UserStoreError(f"no user {name!r}")
-            users[name] = self.hasher.hash(password)
+            keep = users[name].cram is not None if cram is None else cram
+            users[name] = _Entry(self.hasher.hash(password), crammd5.context(password) if keep else None)
             self._write(users)
         self._load()
 
@@ -186,7 +216,7 @@ class UserStore:
             self._write(users)
         self._load()
 
-    def _reread(self) -> dict[str, str]:
+    def _reread(self) -> dict[str, _Entry]:
         if not self.path.exists():
             return {}
         _check_mode(self.path, os.stat(self.path).st_mode)
@@ -203,15 +233,15 @@ class UserStore:
         finally:
             os.close(fd)
 
-    def _write(self, users: dict[str, str]) -> None:
+    def _write(self, users: dict[str, _Entry]) -> None:
         """Atomic rewrite: temp file 0600 in the same dir, fsync, rename, fsync the dir."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        body = "".join(f"{n}:{h}\n" for n, h in sorted(users.items()))
+        body = "".join(e.line(n) + "\n" for n, e in sorted(users.items()))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("# mailward users: name:argon2id-hash (managed by `mailward users`)\n")
+                f.write("# mailward users: name:argon2id-hash[:cram-md5-context] (managed by `mailward users`)\n")
                 f.write(body)
                 f.flush()
                 os.fsync(f.fileno())
@@ -241,13 +271,19 @@ def _check_mode(path: Path, mode: int) -> None:
                              f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
 
 
-def _parse(path: Path, text: str) -> dict[str, str]:
-    users: dict[str, str] = {}
+def _parse(path: Path, text: str) -> dict[str, _Entry]:
+    users: dict[str, _Entry] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        name, sep, hashed = line.partition(":")
-        if not sep or not hashed.startswith("$argon2"):
-            raise UserStoreError(f"{path}:{lineno}: expected name:$argon2id$... ")
-        users[name] = hashed.strip()
+        fields = line.strip().split(":")
+        if len(fields) not in (2, 3) or not fields[1].startswith("$argon2"):
+            raise UserStoreError(f"{path}:{lineno}: expected name:$argon2id$...[:{{HMAC-MD5}}...]")
+        cram = None
+        if len(fields) == 3:
+            try:
+                cram = crammd5.decode(fields[2])
+            except ValueError as exc:
+                raise UserStoreError(f"{path}:{lineno}: {exc}") from None
+        users[fields[0]] = _Entry(fields[1], cram)
     return users

@@ -86,3 +86,13 @@ def test_file_option_after_the_subcommand(tmp_path):
     assert r.invoke(users_group, ["list", "-f", str(f)]).output.split() == ["demo"]
     res = r.invoke(users_group, ["list"])
     assert res.exit_code == 2 and "--file" in res.output
+
+
+def test_users_add_with_cram(tmp_path):
+    f = tmp_path / "users.db"
+    r = CliRunner()
+    assert r.invoke(users_group, ["add", "carol", "--cram", "-f", str(f)], input="pw\n").exit_code == 0
+    assert ":{HMAC-MD5}" in f.read_text()
+    assert r.invoke(users_group, ["passwd", "carol", "--no-cram", "-f", str(f)], input="pw2\n").exit_code == 0
+    assert "{HMAC-MD5}" not in f.read_text()
+    assert "--cram" in r.invoke(users_group, ["add", "--help"]).output

@@ -249,3 +249,48 @@ def test_authzid_other_than_self_is_refused(store):
 
     assert run(None) is Verdict.OK and run("") is Verdict.OK and run("alice") is Verdict.OK
     assert run("bob") is Verdict.FAIL
+
+
+# --- CRAM-MD5 (opt-in per user) ----------------------------------------------------------
+
+def cram(profile, user, password_for_digest, challenge=b"<4711.1700000000@gw.example.test>", authzid=None):
+    import hmac as _hmac
+
+    digest = _hmac.new(password_for_digest.encode(), challenge, "md5").hexdigest()
+    creds = Credentials("CRAM-MD5", user, authzid=authzid, cram_challenge=challenge, cram_digest=digest)
+    return asyncio.run(profile.verify(creds, icid=1, client_ip="127.0.0.1")).verdict
+
+
+def test_cram_offered_only_with_a_cram_user(store):
+    profile = LocalProfile("Local", store)
+    assert "CRAM-MD5" not in profile.mechanisms
+    assert cram(profile, "alice", "wonderland") is Verdict.FAIL      # no context stored for alice
+    store.add("carol", "c4rol-pw", cram=True)
+    assert profile.mechanisms == ("PLAIN", "LOGIN", "CRAM-MD5")
+    assert "c4rol-pw" not in store.path.read_text()
+    assert ":{HMAC-MD5}" in store.path.read_text()
+    assert cram(profile, "carol", "c4rol-pw") is Verdict.OK
+    assert cram(profile, "carol", "wrong") is Verdict.FAIL
+    assert cram(profile, "nobody", "c4rol-pw") is Verdict.FAIL
+    assert cram(profile, "carol", "c4rol-pw", authzid="alice") is Verdict.FAIL
+    assert verify(profile, "carol", "c4rol-pw").verdict is Verdict.OK   # PLAIN still via Argon2id
+
+
+def test_passwd_keeps_or_changes_the_cram_setting(store):
+    profile = LocalProfile("Local", store)
+    store.add("carol", "one", cram=True)
+    store.passwd("carol", "two")                   # keeps CRAM
+    assert cram(profile, "carol", "two") is Verdict.OK
+    assert cram(profile, "carol", "one") is Verdict.FAIL
+    store.passwd("carol", "three", cram=False)     # drops it
+    assert cram(profile, "carol", "three") is Verdict.FAIL
+    assert "CRAM-MD5" not in profile.mechanisms
+    assert "{HMAC-MD5}" not in store.path.read_text()
+
+
+def test_corrupt_cram_field_is_refused(store):
+    text = store.path.read_text().replace("\nalice:", "\nalice:", 1)
+    lines = [ln + (":{HMAC-MD5}abc" if ln.startswith("alice:") else "") for ln in text.splitlines()]
+    store.path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserStoreError, match="HMAC-MD5"):
+        store.refresh()
