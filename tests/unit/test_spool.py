@@ -191,6 +191,23 @@ def test_sequential_commits_each_get_their_own_sync(tmp_path):
     assert run(go()) == 4
 
 
+def test_commit_window_gathers_a_burst_into_one_batch(tmp_path):
+    async def go():
+        s = await opened(tmp_path, commit_window=0.2)
+        await commit(s, 1)
+        before = s.stats()["batches"]
+
+        async def late(mid, delay):
+            await asyncio.sleep(delay)
+            await commit(s, mid)
+        # arrivals spread over 10 ms all land in the window opened by the first one
+        await asyncio.gather(*(late(mid, (mid - 2) * 0.001) for mid in range(2, 12)))
+        batches = s.stats()["batches"] - before
+        await s.close()
+        return batches
+    assert run(go()) == 1
+
+
 def test_fsync_off_issues_no_syncs(tmp_path):
     async def go():
         s = await opened(tmp_path, fsync=False, memory_threshold=100)
@@ -647,6 +664,27 @@ def test_unwritable_spool_directory(tmp_path):
 
 
 # --- read-only view -------------------------------------------------------------------------------
+
+def test_snapshot_retries_when_a_segment_is_reclaimed_under_it(tmp_path, monkeypatch):
+    from mailward.queue import recovery
+
+    async def build():
+        s = await opened(tmp_path, fsync=False)
+        await commit(s, 1)
+        await s.close()
+    run(build())
+    real = recovery.replay
+    calls = []
+
+    def flaky(root, *, repair):
+        calls.append(repair)
+        if len(calls) == 1:
+            raise recovery.SegmentVanished(1)
+        return real(root, repair=repair)
+    monkeypatch.setattr(recovery, "replay", flaky)
+    assert set(recovery.snapshot(tmp_path).index.messages) == {1}
+    assert calls == [False, False]
+
 
 def test_snapshot_while_owner_writes(tmp_path):
     async def go():
