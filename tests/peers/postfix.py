@@ -224,12 +224,14 @@ class PostfixInstance:
     """One private Postfix on ``host:port`` relaying authenticated mail to a recording sink.
 
     ``mechanisms`` is Cyrus's ``mech_list`` (the AUTH mechanisms Postfix offers).
-    ``extra_main_cf`` adds or overrides main.cf parameters (e.g. TLS settings).
+    ``extra_main_cf`` adds or overrides main.cf parameters.
+    ``tls_cert`` = (certificate, key) PEM files: offer STARTTLS with them (and run tlsmgr).
     """
 
     def __init__(self, root: Path | None = None, *, hostname: str = DEFAULT_HOSTNAME,
                  mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
-                 extra_main_cf: dict[str, str] | None = None):
+                 extra_main_cf: dict[str, str] | None = None,
+                 tls_cert: tuple[Path, Path] | None = None):
         if root is None:
             # Not pytest's tmp_path: Postfix's unprivileged daemons must traverse the path
             # (pytest's base dir is 0700) and Unix socket paths must stay short.
@@ -252,6 +254,7 @@ class PostfixInstance:
         self.log_path = root / "maillog"
         self.sink = SmtpSink(hostname="sink.peer.test")
         self._extra = dict(extra_main_cf or {})
+        self.tls_cert = tls_cert
         self._started = False
 
     # -- lifecycle --
@@ -368,10 +371,17 @@ class PostfixInstance:
             "biff": "no",
             "append_dot_mydomain": "no",
         }
+        master = _MASTER_CF.format(listen=f"{self.host}:{self.port}")
+        if self.tls_cert is not None:
+            cert, key = self.tls_cert
+            params.update({"smtpd_tls_security_level": "may", "smtpd_tls_cert_file": str(cert),
+                           "smtpd_tls_key_file": str(key), "smtpd_tls_loglevel": "1"})
+            # Without tlsmgr Postfix answers STARTTLS with "454 4.7.0 TLS not available".
+            master += "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
         params.update(self._extra)
         (self.config_dir / "main.cf").write_text(
             "".join(f"{k} = {v}\n" for k, v in params.items()))
-        (self.config_dir / "master.cf").write_text(_MASTER_CF.format(listen=f"{self.host}:{self.port}"))
+        (self.config_dir / "master.cf").write_text(master)
         # The sasldb exists from the start so smtpd's auxprop lookups fail as "no such user",
         # which Postfix reports with the same 535 text as a wrong password.
         if not self.sasldb.exists():
