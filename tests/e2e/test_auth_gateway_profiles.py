@@ -113,15 +113,16 @@ members = ["DeadLdap", "Local"]
 type = "chain"
 members = ["DeadLdap", "DeadForward"]
 """ + listener("LdapMail", "Directory") + listener("ForwardMail", "Forward") \
-        + listener("ChainMail", "Fallback") + listener("DownMail", "AllDown")
+        + listener("ChainMail", "Fallback") + listener("DownMail", "AllDown") + listener("LocalMail", "Local")
 
 
 @pytest.fixture
 def gw(tmp_path, peers):
     slapd, pf = peers
-    UserStore(tmp_path / "users.db", create=True,
-              hasher=PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1, type=Type.ID)
-              ).add("dave", "local-pw")
+    store = UserStore(tmp_path / "users.db", create=True,
+                      hasher=PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1, type=Type.ID))
+    store.add("dave", "local-pw")
+    store.add("erin", "cram-pw", cram=True)
     g = start_gateway(config(tmp_path, slapd, pf), tmp_path)
     yield g
     g.stop()
@@ -200,3 +201,18 @@ def test_lockout_after_repeated_failures(gw):
                for b in bodies), bodies
     assert sum(bool(re.fullmatch(AUTH + "rejected using AUTH mechanism: PLAIN reason: .+", b))
                for b in bodies) == 2
+
+
+def test_cram_md5_for_a_local_user_with_a_stored_context(gw):
+    p = port(gw, "LocalMail")
+    ehlo = subprocess.run(["swaks", "--server", f"127.0.0.1:{p}", "--quit-after", "EHLO"],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert re.search(r"250-AUTH PLAIN LOGIN CRAM-MD5", ehlo), ehlo
+    assert "235 2.7.0" in swaks_auth(p, "erin", "cram-pw", mech="CRAM-MD5").stdout
+    assert "535 5.7.8" in swaks_auth(p, "erin", "wrong", mech="CRAM-MD5").stdout
+    assert "535 5.7.8" in swaks_auth(p, "dave", "local-pw", mech="CRAM-MD5").stdout   # no context stored
+    lines = auth_lines(gw)
+    assert re.fullmatch(AUTH + "succeeded for user: erin using AUTH mechanism: CRAM-MD5 with profile: Local",
+                        lines[0]), lines
+    assert re.fullmatch(AUTH + "failed for user: dave using AUTH mechanism: CRAM-MD5 with profile: Local",
+                        lines[2]), lines
