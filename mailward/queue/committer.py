@@ -2,8 +2,8 @@
 
 Owns: the current segment file (opening, rotating by size, the directory fsync a new
 segment needs), appending batches of framed records, making large body files durable
-(fsync, rename to their final name, one directory fsync per batch), and resolving each
-submitter's future only after its bytes are on disk. It must not know what the records mean.
+(rename to their final name after their fsync, one directory fsync per batch), and
+resolving each submitter's future only after its bytes are on disk. It must not know what the records mean.
 
 How batching happens: submitters append to ``_queue`` and wake the loop. The loop takes
 everything queued, hands it to a single I/O thread (one ``pwrite`` + one ``fdatasync``),

@@ -74,6 +74,10 @@ class Spool:
                  memory_threshold: int = 256 << 10, fs: FileOps | None = None,
                  commit_window: float = 0.0, compact_after: float = 300.0,
                  compact_live_fraction: float = 0.25, prealloc: int = 1 << 20) -> None:
+        """``fsync=False`` only for tests/benches; ``fs`` injects file operations (fault
+        injection, sync counting); ``commit_window`` (seconds) waits before each batch to
+        gather more commits; ``compact_after``/``compact_live_fraction`` tune compaction;
+        ``prealloc`` is how far ahead segments are zero-filled (0: never)."""
         self.root = Path(root)
         self.fs = fs if fs is not None else FileOps(sync=fsync)
         self.segment_bytes = segment_bytes
