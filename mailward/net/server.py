@@ -198,7 +198,9 @@ class _Session(asyncio.Protocol):
         if self.core is not None:
             self.core.receive_data(b"")
             self._wake()
-        return True         # keep the transport; the driver closes it after its last reply
+        # Plain TCP: keep the half-open transport so the last replies (221 after a pipelined
+        # QUIT) still go out; the driver closes it. TLS cannot half-close (asyncio warns).
+        return not self.core.tls if self.core is not None else False
 
     def connection_lost(self, exc) -> None:
         self._lost = True

@@ -529,3 +529,30 @@ def test_read_backpressure_while_handler_awaits():
         assert sent > 1024 * 1024
         assert paused and buffered < 256 * 1024 + 300 * 1024, (buffered, sent)
         s.close()
+
+
+def test_tls_client_vanishing_is_lost_without_warnings(certs, caplog):
+    with ServerThread(spec(tls_mode="implicit"), server_context(*certs)) as srv:
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        t = client_ctx().wrap_socket(raw, server_hostname="localhost")
+        tf = t.makefile("rb")
+        assert tf.readline().startswith(b"220 ")
+        t.sendall(b"EHLO c\r\n")
+        while not tf.readline().startswith(b"250 "):
+            pass
+        t.unwrap().close()          # close_notify, then TCP close, no QUIT
+        assert srv.wait_for(lambda: srv.closes() == [("close", "lost")])
+    assert not [r for r in caplog.records if "eof_received" in r.getMessage()]
+
+
+def test_plain_half_close_after_quit_still_gets_221():
+    with ServerThread(spec()) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"HELO c\r\nQUIT\r\n")
+        s.shutdown(socket.SHUT_WR)
+        assert f.readline().startswith(b"250 ")
+        assert f.readline().startswith(b"221 ")
+        s.close()
+        assert srv.wait_for(lambda: srv.closes() == [("close", "quit")])
