@@ -338,6 +338,22 @@ def test_preallocated_zero_tail_is_the_clean_end_not_a_torn_write(tmp_path):
     run(go())
 
 
+def test_without_preallocation_segments_grow_exactly(tmp_path):
+    async def go():
+        s = await opened(tmp_path, prealloc=0, segment_bytes=2048)
+        for mid in range(1, 12):
+            await commit(s, mid)
+        await s.close()
+        for n in segment_numbers(tmp_path):
+            data = seg_path(tmp_path, n).read_bytes()
+            scan = Scan(data)
+            assert list(scan) and scan.end == len(data)      # no zero tail at all
+        s = await opened(tmp_path, prealloc=0)
+        assert sorted(m.mid for m in s.messages()) == list(range(1, 12)) and s.recovered_torn == {}
+        await s.close()
+    run(go())
+
+
 def test_garbage_and_flipped_bits_stop_recovery_cleanly(tmp_path):
     async def go():
         s = await opened(tmp_path)
