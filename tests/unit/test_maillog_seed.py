@@ -260,3 +260,19 @@ def test_legacy_and_variant_bodies(body, expected):
             assert isinstance(rec.event, ev.SystemNote)
         return
     assert rec.event == expected
+
+
+@pytest.mark.parametrize("body,cls,ident", [
+    ("Mail delivery client with DCID 8163315 exited due to the maximum concurrency configuration.",
+     ev.DcidNote, 8163315),
+    ("MID 464421: scanning error (name='c150547.ics', type=text/plain): no filter available for this file type",
+     ev.MidNote, 464421),
+    ("A Anti-Virus/Critical alert was sent to x@example.com with subject \"Critical <Anti-Virus> gw: MID 198463616 "
+     "antivirus timeout error\".", ev.MidNote, 198463616),
+    ("ICID 30308138 Connection from 216.39.115.138 on interface PublicNet (202.123.2.25) lost after 139 seconds "
+     "(DNS query took 139 seconds), before any commands were received", ev.IcidNote, 30308138),
+])
+def test_ids_inside_text_are_typed(body, cls, ident):
+    e = parse_line("Fri Feb 27 09:26:25 2004 Info: " + body).event
+    assert isinstance(e, cls)
+    assert getattr(e, {ev.MidNote: "mid", ev.IcidNote: "icid", ev.DcidNote: "dcid"}[cls]) == ident
