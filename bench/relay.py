@@ -560,7 +560,7 @@ def run_bench(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
                 run = measure(rl, cell, timeout=args.timeout, stall=args.stall)
                 rl.runs.append(run)
                 mem = rl.server.memory()
-                rss = f"  rss {mem['VmRSS'] / 1024:.0f} MiB" if mem else ""
+                rss = f"  rss {mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f})" if mem else ""
                 print(f"  {rl.system:<8} {cell.label}  round {rnd + 1}: {run.received}/{cell.messages} "
                       f"in {run.seconds:.2f}s = {run.rate:,.0f} msg/s{rss}"
                       f"{'  [' + run.note + ']' if run.note else ''}", flush=True)
