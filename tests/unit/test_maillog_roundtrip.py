@@ -193,3 +193,23 @@ def test_value_containing_the_following_template_text_parses_back():
                           "p with profile: q")
     body = format_body(e)
     assert parse_line("Wed Apr 22 11:43:59 2009 Info: " + body).event == e
+
+
+BODY_WORDS = ["MID", "ICID", "DCID", "RID", "RCID", "1", "[0,", "1]", "To:", "From:", "<a>", "'x'", '"', "-", "('5',",
+              "['x'])", "[]", "Bounced:", "Delayed:", "Message", "done", "Start", "New", "SMTP", "Auth:", "(ICID",
+              "2)", "Subject", "Response", "DNS", "Error", "LDAP:", "EUQ:", "ISQ:", "RPC", "Connection", "\\", "\\x",
+              "\\u12", "for", "user:", "using", "AUTH", "mechanism:", "with", "profile:", "to", "SG", "match", "SBRS"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(BODY_WORDS), st.text(ALL_CHARS, max_size=4)), max_size=14),
+       st.sampled_from(["Wed Apr 22 11:43:59 2009 Info: ", "<22>Apr  2 11:43:59 gw mail_logs: Warning: ",
+                        "Apr 22 11:43:59 mail_logs: Info: "]))
+def test_parse_line_never_raises_on_template_like_bodies(words, header):
+    line = header + " ".join(words)
+    rec = parse_line(line)
+    assert rec.raw == line and rec.level is not None
+    assert rec.event is not None or rec.unparsed is not None
+    # Whatever was read can be written and read again to the same event.
+    again = parse_line(format_file_line(rec.event, datetime(2009, 4, 22, 11, 43, 59)))
+    assert again.event == rec.event, line

@@ -276,3 +276,13 @@ def test_ids_inside_text_are_typed(body, cls, ident):
     e = parse_line("Fri Feb 27 09:26:25 2004 Info: " + body).event
     assert isinstance(e, cls)
     assert getattr(e, {ev.MidNote: "mid", ev.IcidNote: "icid", ev.DcidNote: "dcid"}[cls]) == ident
+
+
+@pytest.mark.parametrize("name", ["cribl_esa_7.6_2014_sanitised.log", "elastic_file_form.log",
+                                  "elastic_syslog_mixed.log"])
+def test_every_sample_event_writes_and_reads_back_the_same(name):
+    when = datetime(2020, 1, 1, 0, 0, 0)
+    for line in _lines(name):
+        rec = parse_line(line, year=2020)
+        assert rec.event is not None, line
+        assert parse_line(format_file_line(rec.event, when)).event == rec.event, line
