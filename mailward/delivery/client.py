@@ -19,6 +19,7 @@ pipelines naturally.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -354,25 +355,14 @@ class SmtpConnection:
             raise DeliveryFailure(stage, Kind.NETWORK, _net_detail(exc)) from None
 
     async def _send_body(self, body: bytes | BinaryIO) -> None:
-        """Stream the message: every line ends in CRLF, a leading dot is doubled, then the
-        terminating dot. Reads the spool file line by line, so memory stays bounded."""
-        source = _lines_of(body)
-        out = bytearray()
-        ends_with_newline = True
+        """Stream the message through ``DotStuffer`` in bounded chunks, then the final dot."""
+        stuffer = DotStuffer()
         try:
-            for line in source:
-                ends_with_newline = line.endswith(b"\n")
-                content = line.rstrip(b"\r\n") if ends_with_newline else line
-                if content.startswith(b"."):
-                    out += b"."
-                out += content + b"\r\n"
-                if len(out) >= CHUNK:
-                    self.writer.write(bytes(out))
-                    out.clear()
-                    async with asyncio.timeout(self.command_timeout):
-                        await self.writer.drain()
-            out += b".\r\n"
-            self.writer.write(bytes(out))
+            for chunk in _chunks_of(body):
+                self.writer.write(stuffer.feed(chunk))
+                async with asyncio.timeout(self.command_timeout):
+                    await self.writer.drain()
+            self.writer.write(stuffer.finish())
             async with asyncio.timeout(self.command_timeout):
                 await self.writer.drain()
         except TimeoutError:
@@ -383,23 +373,61 @@ class SmtpConnection:
             raise DeliveryFailure(Stage.DATA, Kind.NETWORK, _net_detail(exc)) from None
 
 
-def _lines_of(body: bytes | BinaryIO):
+_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+class DotStuffer:
+    """Message bytes -> DATA wire bytes, incrementally, for any chunking of the input.
+
+    Every line break (CRLF, and also a bare CR or bare LF, which RFC 5321 2.3.8 forbids on
+    the wire and which SMTP smuggling abuses) goes out as CRLF; a line starting with a dot
+    gets a second dot; ``finish()`` ends an unterminated last line and adds ``.`` CRLF.
+    Nothing else is changed, and a very long line is passed through in pieces unbroken."""
+
+    def __init__(self) -> None:
+        self.at_line_start = True
+        self.skip_lf = False        # the previous chunk ended in CR: a leading LF completes it
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        i = 0
+        if self.skip_lf and data[:1] == b"\n":
+            i = 1
+        if data:
+            self.skip_lf = False
+        for m in _BREAK.finditer(data, i):
+            self._text(out, data[i:m.start()])
+            out += b"\r\n"
+            self.at_line_start = True
+            i = m.end()
+        self._text(out, data[i:])
+        if data.endswith(b"\r"):
+            self.skip_lf = True
+        return bytes(out)
+
+    def _text(self, out: bytearray, segment: bytes) -> None:
+        if not segment:
+            return
+        if self.at_line_start and segment[:1] == b".":
+            out += b"."
+        out += segment
+        self.at_line_start = False
+
+    def finish(self) -> bytes:
+        return (b"" if self.at_line_start else b"\r\n") + b".\r\n"
+
+
+def _chunks_of(body: bytes | BinaryIO):
     if isinstance(body, (bytes, bytearray, memoryview)):
         data = bytes(body)
-        start = 0
-        while start < len(data):
-            end = data.find(b"\n", start)
-            if end == -1:
-                yield data[start:]
-                return
-            yield data[start:end + 1]
-            start = end + 1
+        for start in range(0, len(data), CHUNK):
+            yield data[start:start + CHUNK]
         return
     while True:
-        line = body.readline(CHUNK)
-        if not line:
+        chunk = body.read(CHUNK)
+        if not chunk:
             return
-        yield line
+        yield chunk
 
 
 def _parse_ehlo(reply: Reply) -> dict[str, str]:

@@ -6,10 +6,13 @@ import asyncio
 import email
 import email.policy
 import random
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailward.delivery.client import Reply, _lines_of, _parse_ehlo, choose_mechanism
+from mailward.delivery.client import DotStuffer, Reply, _parse_ehlo, choose_mechanism
 from mailward.delivery.dsn import FailedRecipient, build_dsn, original_headers, wants_dsn
 from mailward.delivery.manager import fair_order
 from mailward.delivery.routes import (DestinationError, Route, RouteHost, RouteTable, domain_of, next_hops,
@@ -174,9 +177,44 @@ def test_ehlo_parsing_and_mechanism_choice():
     assert choose_mechanism({"XOAUTH2"}, tls=True) is None
 
 
-def test_body_lines_keep_bytes_and_split_on_lf():
-    assert list(_lines_of(b"a\r\n.b\nc")) == [b"a\r\n", b".b\n", b"c"]
-    assert list(_lines_of(b"")) == []
+def stuff(body: bytes, cuts=()) -> bytes:
+    d = DotStuffer()
+    out, last = b"", 0
+    for c in sorted(set(cuts)) + [len(body)]:
+        out += d.feed(body[last:c])
+        last = c
+    return out + d.finish()
+
+
+def test_dot_stuffing_and_line_ends():
+    assert stuff(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
+    assert stuff(b"no newline") == b"no newline\r\n.\r\n"
+    assert stuff(b"") == b".\r\n"
+    # Bare CR and bare LF never reach the wire alone (SMTP smuggling: <LF>.<LF>, <CR>.<CR>).
+    assert stuff(b"x\n.\nMAIL FROM:<evil>\n") == b"x\r\n..\r\nMAIL FROM:<evil>\r\n.\r\n"
+    assert stuff(b"x\r.\rRCPT") == b"x\r\n..\r\nRCPT\r\n.\r\n"
+    # A CRLF split across two chunks is one line break, not two.
+    assert stuff(b"a\r\nb\r\n", cuts=[2]) == b"a\r\nb\r\n.\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=300), max_size=6))
+def test_dot_stuffing_property(body, cuts):
+    wire = stuff(body, [c for c in cuts if c <= len(body)])
+    assert wire.endswith(b".\r\n")
+    payload = wire[:-3]
+    # Only CRLF line breaks on the wire, and no line is a lone dot before the end.
+    assert b"\r" not in payload.replace(b"\r\n", b"") and b"\n" not in payload.replace(b"\r\n", b"")
+    lines = payload.split(b"\r\n")
+    assert payload == b"" or payload.endswith(b"\r\n")
+    assert all(line != b"." for line in lines)
+    # What a receiver un-stuffs is the body with every line break made CRLF; independent of chunking.
+    unstuffed = b"".join((ln[1:] if ln.startswith(b".") else ln) + b"\r\n" for ln in lines[:-1])
+    normal = re.sub(rb"\r\n|\r|\n", b"\r\n", body)
+    if normal and not normal.endswith(b"\r\n"):
+        normal += b"\r\n"
+    assert unstuffed == normal
+    assert wire == stuff(body)
 
 
 # --- DSN ------------------------------------------------------------------------------------
