@@ -125,6 +125,7 @@ class Detector:
         self._sent: dict[tuple[str, str], deque] = {}        # (app, user) -> (ts, n, lines)
         self._open: dict[tuple[str, str, str], _Episode] = {}
         self.now: float = 0.0
+        self._purged: float = 0.0
 
     # --- episodes -----------------------------------------------------------------------
 
@@ -159,6 +160,14 @@ class Detector:
             self.on_finding(self._finding(ep))
 
     def _expire(self, now: float) -> None:
+        if now - self._purged > self.t.window:
+            # Windows of keys not seen again would otherwise stay forever: drop the stale ones.
+            self._purged = now
+            for table, window in ((self._ip_fail, self.t.window), (self._user_fail, self.t.window),
+                                  (self._sent, self.t.burst_window)):
+                stale = [k for k, q in table.items() if not q or (q[-1][0] is not None and q[-1][0] < now - window)]
+                for k in stale:
+                    del table[k]
         for k, ep in list(self._open.items()):
             window = self.t.burst_window if ep.kind == "recipient_burst" else self.t.window
             if ep.last is not None and now - ep.last > window:

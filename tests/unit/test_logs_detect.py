@@ -147,3 +147,10 @@ Thu Mar  5 10:00:04 2026 Info: SMTP Auth (ICID 9) profile: ldapprof is misconfig
     assert s["other_events"] == {"error": 1, "lockout": 1, "rejected": 1}
     assert s["by_user"]["root"]["failures"] == 1
     assert s["by_client_ip"]["203.0.113.4"]["failures"] == 2      # the rejection counts for the IP
+
+
+def test_detector_state_stays_bounded_over_many_one_off_ips():
+    d = Detector(lambda f: None, Thresholds(window=60))
+    for i in range(5000):
+        d.on_auth(att(i * 10, "u", f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}"))
+    assert len(d._ip_fail) < 50
