@@ -158,6 +158,11 @@ class _Compiled:
             term = lits[i + 1]
             tail = i == len(names) - 1 and term == ""
             extra = tuple(shape.guards.get(name, ()))
+            if kind in ("text", "uq", "rdns") and term:
+                # guard() rewrites the first character of a false terminator as \xNN; that
+                # only stays unambiguous if no terminator starts with an escape's letters.
+                assert term[0] in " )>", (shape.text, name)
+                assert term != " " or extra, ("a lone-space terminator needs guards", shape.text, name)
             slots.append(_Slot(name, kind, arg or None, term, tail, extra))
         self.slots = tuple(slots)
         self.names = tuple(names)
