@@ -228,3 +228,80 @@ Fri Nov 17 06:00:35 2006 Info: Message finished MID 4449 done
     assert (new.parent, new.relation, new.icid, new.sender) == (4433, "reinjected", 77, "a@example.org")
     assert new.recipients[0].outcome == "bounced" and new.recipients[0].status == "5.1.1"
     assert len(old.lines) == 10 and old.evidence()[-1].endswith("Message finished MID 4433 done")
+
+
+def test_memory_stays_bounded_on_a_long_synthetic_log(tmp_path):
+    """Live state tracks messages in flight, not the file: 60k lines, a handful live at a time."""
+    import io
+
+    from mailward.logs import synth
+    from mailward.logs.sources import Reader
+
+    buf = io.StringIO()
+    synth.write(buf, 60_000, seed=7, concurrency=20)
+    peak = {"messages": 0, "connections": 0, "deliveries": 0}
+    stories = []
+    corr = Correlator(on_story=stories.append, idle=600, sweep_every=2000)
+    n = 0
+
+    def feed(app, ts, rec):
+        nonlocal n
+        corr.feed(app, ts, rec)
+        n += 1
+        if n % 1000 == 0:
+            for k, v in corr.live().items():
+                peak[k] = max(peak[k], v)
+
+    reader = Reader()
+    reader.read_lines(buf.getvalue().splitlines(keepends=True), feed)
+    corr.flush()
+    assert reader.stats.unparsed == 0 and n > 60_000
+    assert peak["messages"] < 200 and peak["connections"] < 200 and peak["deliveries"] < 200, peak
+    assert len(stories) > 2000 and sum(m.expired for m in stories) < 60
+    assert sum(m.status == "done" for m in stories) > 2000
+
+
+EVENT_MAKERS = [
+    lambda i, j: E.NewIcid(i, "In", "10.0.0.1", f"192.0.2.{j % 250}", None, bool(j % 2)),
+    lambda i, j: E.HatDecision(i, "ACCEPT", "None", "ALL", "None"),
+    lambda i, j: E.SmtpAuthResult(i, bool(j % 2), f"u{j}", "PLAIN", "P"),
+    lambda i, j: E.IcidClose(i),
+    lambda i, j: E.StartMid(j, i),
+    lambda i, j: E.MailFrom(j, i, "a@b"),
+    lambda i, j: E.RcptTo(j, i, j % 3, "c@d"),
+    lambda i, j: E.SplitMid(j, i, "x"),
+    lambda i, j: E.RewrittenMid(j, i, "x"),
+    lambda i, j: E.GeneratedBcc(i, j, "f"),
+    lambda i, j: E.GeneratedForBounce(i, j),
+    lambda i, j: E.Reinjected(j, i),
+    lambda i, j: E.NewDcid(i, "10.0.0.1", "203.0.113.1", 25),
+    lambda i, j: E.DeliveryStart(i, j, (0, j % 3)),
+    lambda i, j: E.MessageDone(i, j, (j % 3,)),
+    lambda i, j: E.Bounced(i, j, j % 3, "5.1.0", "x", None),
+    lambda i, j: E.Delayed(i, j, j % 3, "4.1.0", "x", None),
+    lambda i, j: E.DcidClose(i),
+    lambda i, j: E.MessageAborted(j, "x"),
+    lambda i, j: E.MessageFinished(j, "done"),
+    lambda i, j: E.OutboundAuthResult(i, "203.0.113.1", "O", bool(j % 2)),
+]
+
+
+def test_any_order_of_events_never_raises_and_every_message_comes_out():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, len(EVENT_MAKERS) - 1), st.integers(0, 6), st.integers(0, 6),
+                              st.sampled_from(["", "esa2"]), st.floats(0, 5000)), max_size=80))
+    def check(script):
+        r = Run(keep_lines=True, idle=1000, sweep_every=7)
+        for k, i, j, app, dt in script:
+            ev = EVENT_MAKERS[k](i, j)
+            r(ev, app, dt)
+        r.c.flush()
+        assert r.c.live() == {"messages": 0, "connections": 0, "deliveries": 0}
+        for m in r.stories:
+            m.as_dict()                     # every story renders
+        assert r.c.counters.stories == len(r.stories)
+
+    check()
