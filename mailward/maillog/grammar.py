@@ -547,6 +547,18 @@ def _this_year() -> int:
     return int(_year_cache[1])
 
 
+def _syslog_time(mon: str, day: str, hms: str, year: int | None) -> datetime | None:
+    """A syslog timestamp in the given (or current) year; Feb 29 in an assumed year that is
+    not a leap year goes to the leap year before it rather than being lost."""
+    ts = make_time(mon, day, hms, year or _this_year())
+    if ts is None and year is None and mon == "Feb" and day == "29":
+        y = _this_year()
+        while not (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)):
+            y -= 1
+        ts = make_time(mon, day, hms, y)
+    return ts
+
+
 def parse_line(line: str, *, year: int | None = None) -> LogRecord:
     """Read one line of either framing. Never raises; ``unparsed`` says what was not understood.
 
@@ -601,7 +613,7 @@ def _parse_line(line: str, year: int | None) -> LogRecord:
     m = _SYSLOG_RE.match(line)
     if m is not None:
         pri, mon, day, hms, host, tag, level = m.groups()
-        ts = make_time(mon, day, hms, year or _this_year())
+        ts = _syslog_time(mon, day, hms, year)
         event, unparsed = parse_body(line[m.end():])
         return LogRecord(ts, host, tag, level, event, raw, unparsed, int(pri) if pri else None, False)
     m = _LOOSE_RE.search(line)
@@ -611,7 +623,7 @@ def _parse_line(line: str, year: int | None) -> LogRecord:
         ts = None
         pri = None
         if tm is not None:
-            ts = make_time(tm.group(2), tm.group(3), tm.group(4), year or _this_year())
+            ts = _syslog_time(tm.group(2), tm.group(3), tm.group(4), year)
             pri = int(tm.group(1)) if tm.group(1) else None
         event, unparsed = parse_body(line[m.end():])
         return LogRecord(ts, None, tag, level, event, raw, unparsed, pri, False)
@@ -619,7 +631,3 @@ def _parse_line(line: str, year: int | None) -> LogRecord:
     kind = "truncated" if line and len(line) < 48 and _TRUNC_RE.match(line) else "no-header"
     return LogRecord(None, None, None, None, None, raw, kind)
 
-
-def event_fields(event: ev.Event) -> dict:
-    """The event's fields as a dict (for exporters)."""
-    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
