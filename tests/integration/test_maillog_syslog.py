@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pytest
 
 from mailward.maillog import MailLogWriter, parse_line
 from mailward.maillog import events as ev
