@@ -14,6 +14,7 @@ Must not touch sockets (``agent.py`` and ``client.py`` do) nor decide what a fai
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import time
@@ -138,13 +139,20 @@ class QueueManager:
         self._runner: asyncio.Task | None = None
         self._total: asyncio.Semaphore | None = None
         self._slot_waiters = 0
+        self._fresh: deque[int] = deque()               # MIDs committed since the last pass
+        self._timers: list[tuple[float, int]] = []      # heap of (next attempt, MID); may be stale
+        self._held: set[int] = set()                    # due while locked: looked at again soon
+        self._last_full = 0.0
         self._control = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._total = asyncio.Semaphore(self.settings.total_concurrency)
-        self.spool.on_commit(lambda _msg: self.wake())
+        self._last_full = self.clock()
+        for m in self.spool.messages():
+            self._arm(m)
+        self.spool.on_commit(self._on_commit)
         self._runner = asyncio.create_task(self._run(), name="delivery-scheduler")
         if self.control_path is not None:
             from .control import ControlServer
@@ -200,23 +208,62 @@ class QueueManager:
 
     async def _sleep(self) -> None:
         now = self.clock()
-        waits = [m.next_attempt - now for m in self.spool.messages()
-                 if m.mid not in self._rounds and m.mid not in self._locked]
-        delay = min([self.settings.scan_interval, *waits])
-        if delay <= 0:
-            delay = 0.05 if waits else self.settings.scan_interval   # everything due is in flight
+        delay = self.settings.scan_interval - (now - self._last_full)
+        if self._timers:
+            delay = min(delay, self._timers[0][0] - now)
+        if self._held:
+            delay = min(delay, 0.05)        # locked for a moment (being announced, operator)
         try:
             async with asyncio.timeout(max(delay, 0.01)):
                 await self._wake.wait()
         except TimeoutError:
             pass
 
+    def _on_commit(self, msg: QueuedMessage) -> None:
+        self._fresh.append(msg.mid)
+        self.wake()
+
+    def _arm(self, msg: QueuedMessage, at: float | None = None) -> None:
+        heapq.heappush(self._timers, (msg.next_attempt if at is None else at, msg.mid))
+
     def _schedule(self) -> None:
+        """One pass: new commits, timers that came due, held MIDs; a full rescan of the
+        spool only on flush or every ``scan_interval`` (self-healing), so a pass costs the
+        number of messages that are due, not the size of the queue."""
         now = self.clock()
         flush, self._flush = self._flush, False
-        ready = [m for m in self.spool.messages()
-                 if m.mid not in self._rounds and m.mid not in self._locked
-                 and (flush or m.next_attempt <= now) and m.pending_rids()]
+        candidates: dict[int, QueuedMessage] = {}
+        if flush or now - self._last_full >= self.settings.scan_interval:
+            self._last_full = now
+            self._fresh.clear()
+            self._held.clear()
+            self._timers = [(m.next_attempt, m.mid) for m in self.spool.messages() if m.mid not in self._rounds]
+            heapq.heapify(self._timers)
+        if flush:
+            candidates = {mid: m for _, mid in self._timers if (m := self.spool.get(mid)) is not None}
+            self._timers = []
+        while self._fresh:
+            mid = self._fresh.popleft()
+            if (m := self.spool.get(mid)) is not None:
+                candidates[mid] = m
+        while self._timers and self._timers[0][0] <= now:
+            _, mid = heapq.heappop(self._timers)
+            m = self.spool.get(mid)
+            # Stale entries (message gone, or rescheduled later: its newer entry is queued) drop.
+            if m is not None and m.next_attempt <= now:
+                candidates[mid] = m
+        for mid in [mid for mid in self._held if mid not in self._locked]:
+            self._held.discard(mid)
+            if (m := self.spool.get(mid)) is not None:
+                candidates[mid] = m
+        ready = []
+        for mid, m in candidates.items():
+            if mid in self._rounds or not m.pending_rids():
+                continue            # in flight: the end of its round re-arms it
+            if mid in self._locked:
+                self._held.add(mid)
+                continue
+            ready.append(m)
         for msg in fair_order(ready):
             self._start_round(msg, now)
 
@@ -248,7 +295,12 @@ class QueueManager:
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
 
     # --- one destination's connections ------------------------------------------------------
 
@@ -478,6 +530,14 @@ class QueueManager:
             log.exception("MID %s: finishing the delivery round failed", msg.mid)
         finally:
             self._rounds.pop(msg.mid, None)
+            left = self.spool.get(msg.mid)
+            if left is not None:
+                if rnd.deferred and rnd.next_attempt is not None:
+                    self._arm(left)
+                else:
+                    # Nothing recorded for the pending recipients (a bug or an interrupted
+                    # job): try again later, never in a tight loop.
+                    self._arm(left, self.clock() + self.settings.retry.initial)
             self.wake()
 
     async def _inject_dsn(self, rnd: _Round, failed: list[FailedRecipient], *, delayed: bool) -> int:
@@ -509,14 +569,13 @@ class QueueManager:
 
     async def delete(self, mid: int) -> None:
         """Remove a message without notice (``postsuper -d``)."""
-        msg = self._claim(mid)
+        self._claim(mid)
         try:
             await self.spool.delete(mid)
             self.sink.emit(MessageAborted(mid, "deleted by administrator"))
             self.sink.emit(MessageFinished(mid, "aborted"))
         finally:
-            self._locked.discard(mid)
-        del msg
+            self._release(mid)
 
     async def bounce(self, mid: int) -> int | None:
         """Bounce every pending recipient now; returns the DSN's MID (None for a null sender)."""
@@ -531,7 +590,13 @@ class QueueManager:
                 self.sink.emit(MessageFinished(mid, "done"))
             return new
         finally:
-            self._locked.discard(mid)
+            self._release(mid)
+
+    def _release(self, mid: int) -> None:
+        self._locked.discard(mid)
+        if (msg := self.spool.get(mid)) is not None:   # the operation failed half way
+            self._arm(msg)
+            self.wake()
 
     def _claim(self, mid: int) -> QueuedMessage:
         msg = self.spool.get(mid)

@@ -307,3 +307,35 @@ def test_one_delay_warning_dsn_when_the_message_crosses_the_threshold(tmp_path):
             assert b"Final-Recipient: rfc822; b@dest.test" in warnings[0].data
             assert h.spool.get(mid) is not None            # still queued, still retried
     run(go())
+
+
+def test_a_scheduler_pass_costs_the_due_messages_not_the_queue_size(tmp_path):
+    async def go():
+        # A backlog of 300 deferred messages, due in an hour.
+        spool = Spool(tmp_path / "spool", fsync=False)
+        await spool.open()
+        for mid in range(1000, 1300):
+            w = spool.writer()
+            w.write(BODY)
+            await w.commit(Envelope(mid=mid, icid=1, sender="a@sender.test", recipients=("z@dead.test",),
+                                    received_at=time.time()))
+            await spool.defer(mid, [0], next_attempt=time.time() + 3600, error="451 later")
+        await spool.close()
+        async with ScriptedServer() as srv, harness(tmp_path, [route_to(srv, tls="off")]) as h:
+            scans = {"n": 0}
+            real = h.spool.messages
+
+            def counting():
+                scans["n"] += 1
+                return real()
+
+            h.spool.messages = counting
+            new = [await h.submit([f"u{i}@dest.test"]) for i in range(5)]
+            deadline = time.monotonic() + 10
+            while any(h.spool.get(m) is not None for m in new):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert len(srv.messages) == 5
+            assert scans["n"] == 0          # no pass walked the 300-message backlog
+            assert len(list(real())) == 300
+    run(go())
