@@ -213,3 +213,13 @@ def test_parse_line_never_raises_on_template_like_bodies(words, header):
     # Whatever was read can be written and read again to the same event.
     again = parse_line(format_file_line(rec.event, datetime(2009, 4, 22, 11, 43, 59)))
     assert again.event == rec.event, line
+
+
+def test_long_client_values_are_cut_and_the_line_still_reads():
+    user = "u" * 10_000
+    e = ev.SmtpAuthResult(3, False, user, "PLAIN", "p")
+    line = format_file_line(e, datetime(2020, 1, 1), max_field=200)
+    assert len(line) < 400
+    got = parse_line(line).event
+    assert isinstance(got, ev.SmtpAuthResult) and got.profile == "p" and got.mechanism == "PLAIN"
+    assert got.user == "u" * 200 + "...[cut 9800]"
