@@ -241,8 +241,8 @@ def detect_cmd(files, fmt, since, until, hosts, year, idle, evidence, **kw):
             det.on_story(m)
 
     with progress() as prog:
-        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True), on_story=on_story,
-                       on_auth=on_auth, progress=prog)
+        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True, only=Detector.RELEVANT),
+                       on_story=on_story, on_auth=on_auth, progress=prog)
     det.flush()
     _note_unparsed(stats)
     order = {"critical": 0, "high": 1, "medium": 2, "low": 3}

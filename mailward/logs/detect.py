@@ -285,10 +285,14 @@ class Detector:
                 ep.ips.add(a.client_ip or "unknown")
                 ep.add_lines([a.raw])
 
+    #: The only lines the rules need (``logs detect`` parses nothing else): AUTH and the ICID
+    #: lines with their addresses ("SMTP"), the MID -> ICID link, recipients, message ends.
+    RELEVANT = ("SMTP", "Start MID", " To: <", "Message finished")
+
     def on_story(self, m: Message) -> None:
         user = m.auth_user
-        if user is None:
-            return
+        if user is None or m.relation in ("split", "rewritten", "reinjected"):
+            return      # derived copies of one mail would count its recipients twice
         ts = m.started if m.started is not None else m.last_seen
         n = len(m.recipients)
         if n == 0:

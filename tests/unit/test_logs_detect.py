@@ -154,3 +154,15 @@ def test_detector_state_stays_bounded_over_many_one_off_ips():
     for i in range(5000):
         d.on_auth(att(i * 10, "u", f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}"))
     assert len(d._ip_fail) < 50
+
+
+def test_split_children_do_not_count_their_recipients_twice():
+    found = []
+    d = Detector(found.append, Thresholds(burst_recipients=15, burst_window=3600))
+    parent = _story(1, "sales", 10, 0)
+    child = _story(2, "sales", 10, 1)
+    child.relation, child.parent = "split", 1
+    d.on_story(parent)
+    d.on_story(child)
+    d.flush()
+    assert found == []
