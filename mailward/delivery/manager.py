@@ -7,6 +7,7 @@ destination domain, per-destination and total connection limits, keeping a deliv
 connection (DCID) open for more messages to the same destination, writing each recipient's
 outcome durably to the spool *before* logging it as final, scheduling retries, expiring
 messages, generating bounces (``dsn.py``) and the operator's flush / delete / bounce.
+When each message is due is ``schedule.py``'s bookkeeping.
 
 Must not touch sockets (``agent.py`` and ``client.py`` do) nor decide what a failure means
 (``trouble.py`` does). Logs only by emitting events.
@@ -14,7 +15,6 @@ Must not touch sockets (``agent.py`` and ``client.py`` do) nor decide what a fai
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import random
 import time
@@ -32,6 +32,7 @@ from ..queue.model import Envelope, QueuedMessage, RcptState
 from .agent import Agent, AgentSettings, Counter, Credentials, HostsExhausted, Session
 from .dsn import FailedRecipient, build_dsn, original_headers, wants_dsn
 from .routes import DestinationError, RouteTable, domain_of, next_hops
+from .schedule import Schedule
 from .trouble import ADMIN_BOUNCE, BAD_DESTINATION, EXPIRED, Outcome, RetryPolicy, Status
 
 log = logging.getLogger(__name__)
@@ -61,20 +62,6 @@ class ManagerSettings:
 def ctime(ts: float) -> str:
     """``Mon Aug 10 09:56:56 2020`` in local time, as the appliance's pending-till lines."""
     return time.ctime(ts)
-
-
-def fair_order(messages: list[QueuedMessage]) -> list[QueuedMessage]:
-    """New mail and deferred mail alternate (Postfix's qmgr takes from the incoming and the
-    deferred queue in turn); each group keeps its own oldest-first order."""
-    new = sorted((m for m in messages if m.attempts == 0), key=lambda m: (m.envelope.received_at, m.mid))
-    old = sorted((m for m in messages if m.attempts > 0), key=lambda m: (m.next_attempt, m.mid))
-    out = []
-    for i in range(max(len(new), len(old))):
-        if i < len(new):
-            out.append(new[i])
-        if i < len(old):
-            out.append(old[i])
-    return out
 
 
 @dataclass
@@ -139,19 +126,14 @@ class QueueManager:
         self._runner: asyncio.Task | None = None
         self._total: asyncio.Semaphore | None = None
         self._slot_waiters = 0
-        self._fresh: deque[int] = deque()               # MIDs committed since the last pass
-        self._timers: list[tuple[float, int]] = []      # heap of (next attempt, MID); may be stale
-        self._held: set[int] = set()                    # due while locked: looked at again soon
-        self._last_full = 0.0
+        self._schedule: Schedule | None = None
         self._control = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._total = asyncio.Semaphore(self.settings.total_concurrency)
-        self._last_full = self.clock()
-        for m in self.spool.messages():
-            self._arm(m)
+        self._schedule = Schedule(self.spool, rescan_interval=self.settings.scan_interval, clock=self.clock)
         self.spool.on_commit(self._on_commit)
         self._runner = asyncio.create_task(self._run(), name="delivery-scheduler")
         if self.control_path is not None:
@@ -198,74 +180,30 @@ class QueueManager:
     # --- scheduling --------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        assert self._schedule is not None
         while not self._stopping:
             self._wake.clear()
             try:
-                self._schedule()
+                flush, self._flush = self._flush, False
+                now = self.clock()
+                for msg in self._schedule.due(busy=self._rounds, locked=self._locked, flush=flush):
+                    self._start_round(msg, now)
             except Exception:   # a bug in one pass must not stop delivery for good
                 log.exception("delivery scheduler pass failed")
-            await self._sleep()
-
-    async def _sleep(self) -> None:
-        now = self.clock()
-        delay = self.settings.scan_interval - (now - self._last_full)
-        if self._timers:
-            delay = min(delay, self._timers[0][0] - now)
-        if self._held:
-            delay = min(delay, 0.05)        # locked for a moment (being announced, operator)
-        try:
-            async with asyncio.timeout(max(delay, 0.01)):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+            try:
+                async with asyncio.timeout(max(self._schedule.seconds_to_next(), 0.01)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
     def _on_commit(self, msg: QueuedMessage) -> None:
-        self._fresh.append(msg.mid)
+        if self._schedule is not None:
+            self._schedule.committed(msg.mid)
         self.wake()
 
     def _arm(self, msg: QueuedMessage, at: float | None = None) -> None:
-        heapq.heappush(self._timers, (msg.next_attempt if at is None else at, msg.mid))
-
-    def _schedule(self) -> None:
-        """One pass: new commits, timers that came due, held MIDs; a full rescan of the
-        spool only on flush or every ``scan_interval`` (self-healing), so a pass costs the
-        number of messages that are due, not the size of the queue."""
-        now = self.clock()
-        flush, self._flush = self._flush, False
-        candidates: dict[int, QueuedMessage] = {}
-        if flush or now - self._last_full >= self.settings.scan_interval:
-            self._last_full = now
-            self._fresh.clear()
-            self._held.clear()
-            self._timers = [(m.next_attempt, m.mid) for m in self.spool.messages() if m.mid not in self._rounds]
-            heapq.heapify(self._timers)
-        if flush:
-            candidates = {mid: m for _, mid in self._timers if (m := self.spool.get(mid)) is not None}
-            self._timers = []
-        while self._fresh:
-            mid = self._fresh.popleft()
-            if (m := self.spool.get(mid)) is not None:
-                candidates[mid] = m
-        while self._timers and self._timers[0][0] <= now:
-            _, mid = heapq.heappop(self._timers)
-            m = self.spool.get(mid)
-            # Stale entries (message gone, or rescheduled later: its newer entry is queued) drop.
-            if m is not None and m.next_attempt <= now:
-                candidates[mid] = m
-        for mid in [mid for mid in self._held if mid not in self._locked]:
-            self._held.discard(mid)
-            if (m := self.spool.get(mid)) is not None:
-                candidates[mid] = m
-        ready = []
-        for mid, m in candidates.items():
-            if mid in self._rounds or not m.pending_rids():
-                continue            # in flight: the end of its round re-arms it
-            if mid in self._locked:
-                self._held.add(mid)
-                continue
-            ready.append(m)
-        for msg in fair_order(ready):
-            self._start_round(msg, now)
+        if self._schedule is not None:
+            self._schedule.arm(msg, at)
 
     def _start_round(self, msg: QueuedMessage, now: float) -> None:
         rnd = _Round(msg)

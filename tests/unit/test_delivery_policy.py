@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mailward.delivery.client import DotStuffer, Reply, _parse_ehlo, choose_mechanism
 from mailward.delivery.dsn import FailedRecipient, build_dsn, original_headers, wants_dsn
-from mailward.delivery.manager import fair_order
+from mailward.delivery.schedule import fair_order
 from mailward.delivery.routes import (DestinationError, Route, RouteHost, RouteTable, domain_of, next_hops,
                                       routes_from_config)
 from mailward.delivery.trouble import (EXPIRED, Kind, Outcome, RetryPolicy, Stage, after_last_host,
@@ -254,3 +254,41 @@ def test_delay_warning_dsn():
                      retry_until=3600.0, recipients=[FailedRecipient("b@y.test", "4.4.0", "Other network problem",
                                                                      None)], headers=b"")
     assert b"Action: delayed" in data and b"Status: 4.4.0" in data and b"Will-Retry-Until:" in data
+
+
+class _Spool:
+    def __init__(self, msgs):
+        self.msgs = {m.mid: m for m in msgs}
+        self.scans = 0
+
+    def get(self, mid):
+        return self.msgs.get(mid)
+
+    def messages(self):
+        self.scans += 1
+        return iter(list(self.msgs.values()))
+
+
+def test_schedule_timers_fresh_commits_locks_and_flush():
+    from mailward.delivery.schedule import Schedule
+
+    now = [100.0]
+    a, b = _msg(1, 1, 150.0), _msg(2, 0, 0.0)
+    spool = _Spool([a])
+    s = Schedule(spool, rescan_interval=1000, clock=lambda: now[0])
+    assert spool.scans == 1 and s.seconds_to_next() == 50.0
+    spool.msgs[2] = b
+    s.committed(2)
+    assert [m.mid for m in s.due(busy=set(), locked=set())] == [2]
+    assert s.due(busy=set(), locked=set()) == []
+    now[0] = 151.0
+    assert [m.mid for m in s.due(busy=set(), locked={1})] == []       # due but locked: held
+    assert s.seconds_to_next() == 0.05
+    assert [m.mid for m in s.due(busy=set(), locked=set())] == [1]
+    a.next_attempt = 500.0                                             # rescheduled: old entry is stale
+    s.arm(a)
+    s.arm(a, at=152.0)
+    now[0] = 160.0
+    assert s.due(busy=set(), locked=set()) == []
+    assert [m.mid for m in s.due(busy=set(), locked=set(), flush=True)] == [2, 1]
+    assert spool.scans == 2                                            # start + flush, never per pass
