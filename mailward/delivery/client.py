@@ -192,6 +192,11 @@ class SmtpConnection:
         reply = await self.command("STARTTLS", Stage.STARTTLS)
         if reply.code != 220:
             raise DeliveryFailure.from_reply(Stage.STARTTLS, reply)
+        if self.reader._buffer:     # noqa: SLF001 - asyncio keeps no public way to ask
+            # Bytes that arrived in clear after the 220 would be read as if they came over
+            # TLS (the STARTTLS response-injection attack, CVE-2011-0411 and kin): refuse.
+            self.abort()
+            raise DeliveryFailure(Stage.STARTTLS, Kind.TLS, "plaintext data after the STARTTLS reply")
         try:
             async with asyncio.timeout(self.command_timeout):
                 await self.writer.start_tls(context, server_hostname=server_hostname)

@@ -192,6 +192,25 @@ def test_required_verify_rejects_an_untrusted_certificate_and_accepts_a_trusted_
     run(go())
 
 
+def test_starttls_response_injection_is_refused(tmp_path):
+    cert, key = make_cert(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    def script(verb, arg, conn):
+        # A man in the middle appends a reply the client would read "inside" TLS.
+        return "220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 AUTH PLAIN" if verb == "STARTTLS" else None
+
+    async def go():
+        async with ScriptedServer(tls=ctx, script=script) as srv, \
+                harness(tmp_path, [route_to(srv, tls="required")], retry=SLOW) as h:
+            await h.submit(["b@dest.test"])
+            await h.until(lambda: h.of(ev.PendingTill))
+            assert h.of(ev.DcidTlsFailed)[0].reason == "plaintext data after the STARTTLS reply"
+            assert not h.of(ev.DcidTlsSuccess) and srv.messages == []
+    run(go())
+
+
 # --- outgoing AUTH -----------------------------------------------------------------------------
 
 def test_without_tls_a_password_is_never_sent_in_clear_but_cram_md5_is_used(tmp_path):
