@@ -168,9 +168,16 @@ def track_cmd(files, fmt, since, until, hosts, year, idle, mids, icids, users, s
             found.append(m)
             matched.add((m.appliance, m.mid))
 
+    only = None
+    if (mids or icids) and "-" not in files:
+        # By id: a cheap scan finds the lines naming these ids (and the ids they pull in);
+        # only those are parsed. Stdin cannot be read twice, so it is parsed in full.
+        from .prefilter import plan
+
+        only = plan(list(files), mids, icids, family)
     with progress() as prog:
-        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True), on_story=on_story,
-                       progress=prog)
+        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True, only=only),
+                       on_story=on_story, progress=prog)
     _note_unparsed(stats)
     found.sort(key=lambda m: (_story_ts(m) or 0.0, m.mid))
     stories = [m.as_dict() for m in found]

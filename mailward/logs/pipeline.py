@@ -20,7 +20,7 @@ class Options:
     hosts: tuple[str, ...] = ()        # glob patterns on the appliance key (serial or host)
     idle: float = 3600.0
     keep_lines: bool = False
-    only: str | tuple[str, ...] | None = None   # relevance filter: parse only lines containing it
+    only: object = None                # relevance filter (text, texts or pattern): see Reader
     since: float | None = None         # line-level time window (stats only: stories need context)
     until: float | None = None
 

@@ -156,11 +156,12 @@ class Reader:
 
     PROGRESS_EVERY = 16384
 
-    def __init__(self, year: int | None = None, only: str | tuple[str, ...] | None = None) -> None:
+    def __init__(self, year: int | None = None,
+                 only: str | tuple[str, ...] | re.Pattern[str] | None = None) -> None:
         """``only``: a relevance filter for reports that need few line types (``logs auth``
         needs only lines containing ``SMTP``): lines containing none of the given texts are
-        counted as skipped and never parsed, which is where nearly all the time goes. Header
-        lines are always parsed."""
+        counted as skipped and never parsed, which is where nearly all the time goes. A compiled
+        pattern filters on ``search``. Header lines are always parsed."""
         self.year = year
         self.only = only
         self.stats = Stats()
@@ -254,6 +255,9 @@ class Reader:
         if isinstance(needle, tuple):
             # several texts: one scan of the line for any of them
             search = re.compile("|".join(re.escape(x) for x in needle)).search
+            needle = None
+        elif isinstance(needle, re.Pattern):
+            search = needle.search
             needle = None
         nhead = len(head)
         skipped = 0
