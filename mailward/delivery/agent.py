@@ -97,6 +97,14 @@ class TransactionOutcome:
     deferred: list[RcptOutcome] = field(default_factory=list)
 
 
+BAD_SENDER_SYNTAX = Status("5.1.7", "Bad sender mailbox address syntax")
+BAD_RCPT_SYNTAX = Status("5.1.3", "Bad destination mailbox address syntax")
+
+
+def _unsafe(address: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in address)
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
@@ -224,6 +232,17 @@ class Agent:
                           params: tuple[tuple[str, str], ...] = ()) -> TransactionOutcome:
         """One message over ``session``: per-recipient results (delivered, bounced, deferred)."""
         out = TransactionOutcome()
+        if _unsafe(sender):
+            # Never put control characters on the wire (command injection); the spool should
+            # not hold such an address, so this is a permanent condition of the message.
+            out.bounced = [RcptOutcome(rid, Outcome.BOUNCE_RECIPIENT, BAD_SENDER_SYNTAX) for rid, _ in rcpts]
+            return out
+        for rid, addr in rcpts:
+            if _unsafe(addr):
+                out.bounced.append(RcptOutcome(rid, Outcome.BOUNCE_RECIPIENT, BAD_RCPT_SYNTAX))
+        rcpts = [(rid, addr) for rid, addr in rcpts if not _unsafe(addr)]
+        if not rcpts:
+            return out
         rids = [rid for rid, _ in rcpts]
         session.messages += 1
         try:

@@ -309,6 +309,8 @@ class SmtpConnection:
     # -- low level --
 
     def _write_lines(self, lines: list[str]) -> None:
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("SMTP command contains CR or LF")
         if not self.alive or self.writer.is_closing():
             raise DeliveryFailure(Stage.MAIL, Kind.NETWORK, "connection closed")
         self.writer.write("".join(f"{line}\r\n" for line in lines).encode("utf-8"))

@@ -427,3 +427,15 @@ tls = "off"
                 await spool.close()
             assert not (cfg.gateway.spool_dir / "control.sock").exists()
     run(go())
+
+
+def test_control_characters_in_an_address_never_reach_the_wire(tmp_path):
+    async def go():
+        async with ScriptedServer() as srv, harness(tmp_path, [route_to(srv, tls="off")], retry=SLOW) as h:
+            mid = await h.submit(["evil@dest.test>\r\nRCPT TO:<injected@dest.test", "ok@dest.test"], sender="")
+            await h.until(lambda: h.spool.get(mid) is None)
+            assert [m.rcpts for m in srv.messages] == [("ok@dest.test",)]
+            assert not any("injected" in c for c in srv.all_commands())
+            b = h.of(ev.Bounced)[0]
+            assert (b.rid, b.status, b.response) == (0, "5.1.3", None)
+    run(go())
