@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from mailward.maillog import events as E
 from mailward.maillog.grammar import parse_line
@@ -32,6 +32,9 @@ class Wanted:
     member_icids: set[int] = field(default_factory=set)   # connections whose every MID is shown
     fact_icids: set[int] = field(default_factory=set)     # connections whose facts are needed
     dcids: set[int] = field(default_factory=set)
+
+    def literals(self) -> set[str]:
+        return {str(i) for i in self.mids | self.member_icids | self.fact_icids | self.dcids}
 
     def pattern(self) -> re.Pattern[str]:
         parts = []
@@ -69,23 +72,41 @@ def _learn(w: Wanted, ev: E.Event, family: bool) -> None:
             w.mids.add(ev.mid)
 
 
-def plan(paths: list[str], mids: Iterable[int], icids: Iterable[int], family: bool = True) -> re.Pattern[str]:
-    """The relevance pattern for tracking ``mids``/``icids`` in ``paths`` (files, not stdin)."""
+def matcher(w: Wanted) -> Callable[[str], bool]:
+    """``line -> bool``. With a few ids, a plain substring test on the digits rejects almost
+    every line before the pattern runs (the pattern alone scans every position of every line)."""
+    search = w.pattern().search
+    lits = tuple(sorted(w.literals()))
+    if len(lits) > 12:
+        return lambda line: search(line) is not None
+
+    def match(line: str) -> bool:
+        for s in lits:
+            if s in line:
+                return search(line) is not None
+        return False
+
+    return match
+
+
+def plan(paths: list[str], mids: Iterable[int], icids: Iterable[int], family: bool = True) -> Callable[[str], bool]:
+    """The relevance test for tracking ``mids``/``icids`` in ``paths`` (files, not stdin)."""
     w = Wanted(set(mids), set(icids))
     for _ in range(MAX_ROUNDS):
-        before = (len(w.mids), len(w.member_icids), len(w.fact_icids), len(w.dcids))
-        search = w.pattern().search
+        # New DCIDs pull in no further id, so only new MIDs/ICIDs call for another round.
+        before = (len(w.mids), len(w.member_icids), len(w.fact_icids))
+        match = matcher(w)
         for p in paths:
             stream, raw, _ = open_binary(p)
             try:
                 with text_lines(stream) as f:
                     for line in f:
-                        if search(line) is not None:
+                        if match(line):
                             ev = parse_line(line).event
                             if ev is not None:
                                 _learn(w, ev, family)
             finally:
                 raw.close()
-        if (len(w.mids), len(w.member_icids), len(w.fact_icids), len(w.dcids)) == before:
+        if (len(w.mids), len(w.member_icids), len(w.fact_icids)) == before:
             break
-    return w.pattern()
+    return matcher(w)

@@ -157,11 +157,11 @@ class Reader:
     PROGRESS_EVERY = 16384
 
     def __init__(self, year: int | None = None,
-                 only: str | tuple[str, ...] | re.Pattern[str] | None = None) -> None:
+                 only: str | tuple[str, ...] | re.Pattern[str] | Callable[[str], bool] | None = None) -> None:
         """``only``: a relevance filter for reports that need few line types (``logs auth``
         needs only lines containing ``SMTP``): lines containing none of the given texts are
         counted as skipped and never parsed, which is where nearly all the time goes. A compiled
-        pattern filters on ``search``. Header lines are always parsed."""
+        pattern filters on ``search``; a callable is a predicate. Header lines are always parsed."""
         self.year = year
         self.only = only
         self.stats = Stats()
@@ -258,6 +258,10 @@ class Reader:
             needle = None
         elif isinstance(needle, re.Pattern):
             search = needle.search
+            needle = None
+        elif callable(needle):      # a predicate: True keeps the line
+            keep = needle
+            search = lambda line: True if keep(line) else None  # noqa: E731
             needle = None
         nhead = len(head)
         skipped = 0
