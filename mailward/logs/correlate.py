@@ -298,6 +298,14 @@ class Correlator:
     # --- MID ----------------------------------------------------------------------------
 
     def _on_StartMid(self, st: _State, ev: E.StartMid, ts, raw) -> None:
+        old = st.mids.get(ev.mid)
+        if old is not None and not old.partial:
+            # A second start for a live MID: the counter restarted (appliance reset or a log
+            # replayed). The earlier message ends here as it stands.
+            del st.mids[ev.mid]
+            old.expired = True
+            self.counters.expired += 1
+            self._emit(old)
         m = self._msg(st, ev.mid, ts)
         m.partial = False
         m.started = ts

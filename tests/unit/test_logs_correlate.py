@@ -305,3 +305,15 @@ def test_any_order_of_events_never_raises_and_every_message_comes_out():
         assert r.c.counters.stories == len(r.stories)
 
     check()
+
+
+def test_a_restarted_mid_counter_does_not_merge_two_messages():
+    r = Run()
+    r(E.StartMid(1, 10))
+    r(E.MailFrom(1, 10, "first@example.org"))
+    r(E.StartMid(1, 20))                 # the appliance restarted its counters
+    r(E.MailFrom(1, 20, "second@example.org"))
+    r(E.MessageFinished(1, "done"))
+    first, second = r.stories
+    assert (first.sender, first.expired, first.icid) == ("first@example.org", True, 10)
+    assert (second.sender, second.status, second.icid) == ("second@example.org", "done", 20)
