@@ -72,8 +72,12 @@ class RunningGateway:
 
     def flush(self) -> None:
         sink = self.gateway.sink
-        if hasattr(sink, "flush"):
+        if not hasattr(sink, "flush"):
+            return
+        if self.loop.is_running():
             asyncio.run_coroutine_threadsafe(_call(sink.flush), self.loop).result(10)
+        else:   # stopped: the writer was closed and flushed by Gateway.stop()
+            sink.flush()
 
     def log_bodies(self) -> list[str]:
         """The log lines with the timestamp stripped: 'Info: New SMTP ICID ...'."""
