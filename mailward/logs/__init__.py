@@ -4,7 +4,9 @@ questions (``mailward logs auth|track|detect|export|follow|stats``).
 Parts, each one job:
   sources    inputs (files, rolled ``*.s``, ``.gz``, stdin), the file header (serial keys the
              appliance, ``Time offset`` gives UTC), the year of syslog lines, line counters
-  correlate  the streaming join of ICID -> MID -> RID -> DCID, MID families, idle expiry
+  correlate  the streaming join of ICID -> MID -> RID -> DCID, MID families, idle expiry;
+             its rules in rules_inbound / rules_message / rules_delivery
+  prefilter  which lines a search by MID/ICID needs (two cheap scans, then parse only those)
   model      the joined facts (connections, deliveries, messages, recipients, AUTH attempts)
   authreport AUTH events and tallies per user / client IP / mechanism / profile
   detect     brute force, spraying, distributed attacks, compromise, new IPs, recipient bursts
