@@ -160,7 +160,6 @@ class _Session(asyncio.Protocol):
         self._lost = False
         self._read_paused = False
         self._write_paused = False
-        self._idle = False              # waiting for client input (safe to interrupt on shutdown)
         self._stopping = False
 
     # --- asyncio.Protocol callbacks ------------------------------------------------------
@@ -253,7 +252,6 @@ class _Session(asyncio.Protocol):
     async def _wait_input(self, timeout: float) -> bool:
         """Wait for bytes (or EOF / loss). False on timeout."""
         self._waiter = self.loop.create_future()
-        self._idle = True
         try:
             if self._stopping and not self.core.in_data:
                 return True
@@ -263,7 +261,6 @@ class _Session(asyncio.Protocol):
         except TimeoutError:
             return False
         finally:
-            self._idle = False
             self._waiter = None
 
     def request_stop(self) -> None:

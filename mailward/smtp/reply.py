@@ -8,6 +8,7 @@ came from a client (a name, an address) can never inject a line break into the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +36,22 @@ class Reply:
         return [_clean(p) for p in parts]
 
     def to_bytes(self) -> bytes:
-        parts = self.lines()
-        last = len(parts) - 1
-        out = []
-        for i, p in enumerate(parts):
-            sep = " " if i == last else "-"
-            out.append(f"{self.code}{sep}{p}\r\n")      # "334 " keeps its space (RFC 4954)
-        return "".join(out).encode("utf-8", "replace")
+        return _encode(self.code, self.text)
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
+
+
+@lru_cache(maxsize=1024)
+def _encode(code: int, text: str) -> bytes:
+    # Most replies are the same few texts ("250 2.1.5 Ok"): encode each once.
+    parts = [_clean(p) for p in text.split("\n")] if text else [""]
+    last = len(parts) - 1
+    out = []
+    for i, p in enumerate(parts):
+        sep = " " if i == last else "-"
+        out.append(f"{code}{sep}{p}\r\n")      # "334 " keeps its space (RFC 4954)
+    return "".join(out).encode("utf-8", "replace")
 
 
 def _clean(text: str) -> str:
