@@ -556,3 +556,37 @@ def test_plain_half_close_after_quit_still_gets_221():
         assert f.readline().startswith(b"221 ")
         s.close()
         assert srv.wait_for(lambda: srv.closes() == [("close", "quit")])
+
+
+def test_starttls_handshake_timeout(certs):
+    with ServerThread(spec(tls_mode="starttls", tls_handshake_timeout=0.3), server_context(*certs)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO c\r\nSTARTTLS\r\n")
+        while not f.readline().startswith(b"220 "):
+            pass
+        t0 = time.monotonic()
+        assert f.readline() == b""                      # never handshaken: closed
+        assert time.monotonic() - t0 < 3
+        s.close()
+        assert srv.wait_for(lambda: srv.closes() == [("close", "error")])
+        assert [e[1] for e in srv.log if e[0] == "tls"] == [False]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_listener():
+    with ServerThread(spec(host="::1")) as srv:
+        with smtplib.SMTP("::1", srv.port, timeout=5) as c:
+            c.sendmail("a@b", ["c@d"], b"v6\r\n")
+        assert srv.wait_for(lambda: srv.closes())
+        assert srv.log[0][:2] == ("connect", "::1")
