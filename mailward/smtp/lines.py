@@ -67,6 +67,10 @@ class LineReader:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def peek(self, n: int) -> bytes:
+        """The next ``n`` unread bytes (fewer if fewer are buffered), not consumed."""
+        return self._buf[self._pos:self._pos + n]
+
     def next_line(self, limit: int):
         buf, pos = self._buf, self._pos
         if self._skipping:

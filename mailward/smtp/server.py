@@ -243,9 +243,7 @@ class ServerConnection:
         return NEED_DATA
 
     def _lines_start_with_auth(self) -> bool:
-        buf = self._lines._buf
-        pos = self._lines._pos
-        return buf[pos:pos + 5].upper() == b"AUTH "
+        return self._lines.peek(5).upper() == b"AUTH "
 
     def _abandon(self) -> None:
         self._data = None
