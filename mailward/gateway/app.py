@@ -110,6 +110,7 @@ class Gateway:
             await server.close()
         if self.manager is not None:
             await self.manager.stop()
+        await self.authenticator.aclose()      # LDAP and forwarding connection pools
         await self.spool.close()
         close = getattr(self.sink, "close", None)
         if close is not None:
