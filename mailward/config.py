@@ -133,6 +133,7 @@ class LdapProfile(_Model):
     search_filter: str = "(uid={user})"         # {user} is RFC 4515-escaped
     dn_template: str | None = None              # direct bind instead of search: uid={user},ou=people,...
     timeout: float = 5.0
+    pool_size: int = Field(4, gt=0)             # warm connections per server: AUTH bursts need no new bind
 
 
 class ForwardServer(_Model):
@@ -140,6 +141,7 @@ class ForwardServer(_Model):
     port: int = 25
     tls: Literal["off", "starttls", "implicit"] = "starttls"
     tls_verify: bool = True
+    ca_file: Path | None = None                 # a private CA for this server's certificate
     mechanisms: list[Literal["PLAIN", "LOGIN"]] = Field(default_factory=lambda: ["PLAIN"])
 
 
@@ -294,6 +296,9 @@ class Config(_Model):
             for key in ("users_file", "bind_password_file", "ca_file"):
                 if prof.get(key):
                     prof[key] = fix(prof[key])
+            for server in prof.get("servers") or ():
+                if server.get("ca_file"):
+                    server["ca_file"] = fix(server["ca_file"])
         for out in data["outgoing_auth"].values():
             if out.get("password_file"):
                 out["password_file"] = fix(out["password_file"])

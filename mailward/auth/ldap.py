@@ -116,7 +116,7 @@ class LdapProfile:
                    dn_template=getattr(cfg, "dn_template", None), bind_dn=getattr(cfg, "bind_dn", None),
                    bind_password=bind_password, starttls=getattr(cfg, "starttls", False),
                    tls_verify=getattr(cfg, "tls_verify", True), ca_file=getattr(cfg, "ca_file", None),
-                   timeout=getattr(cfg, "timeout", 5.0), cache=cache)
+                   timeout=getattr(cfg, "timeout", 5.0), pool_size=getattr(cfg, "pool_size", 4), cache=cache)
 
     # -- the profile interface --
 
