@@ -152,23 +152,27 @@ class SmtpAuthForwardUnreachable(Event):
     icid: int
     server: str
     reason: str | None
+    colon: bool = True      # the ST-era source strings read "SMTP Auth (ICID" (no colon)
 
 
 @dataclass(frozen=True, slots=True)
 class SmtpAuthLdapLookupFailed(Event):
     icid: int
     user: str
+    colon: bool = True      # the ST-era source strings read "SMTP Auth (ICID" (no colon)
 
 
 @dataclass(frozen=True, slots=True)
 class SmtpAuthMisconfigured(Event):
     icid: int
     profile: str
+    colon: bool = True      # the ST-era source strings read "SMTP Auth (ICID" (no colon)
 
 
 @dataclass(frozen=True, slots=True)
 class SmtpAuthRequiredNotInitiated(Event):
     icid: int
+    colon: bool = True      # the ST-era source strings read "SMTP Auth (ICID" (no colon)
 
 
 @dataclass(frozen=True, slots=True)

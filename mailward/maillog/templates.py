@@ -119,14 +119,19 @@ SHAPES: list[Shape] = [
     S(ev.SmtpAuthLockout, "SMTP Auth: (ICID {icid:int}) lockout of {scope:enum:address|user} {key} for "
                           "{seconds:int} seconds after {failures:int} failures"),
     S(ev.SmtpAuthRejected, "SMTP Auth: (ICID {icid:int}) rejected using AUTH mechanism: {mechanism} reason: {reason}"),
-    S(ev.SmtpAuthForwardUnreachable, "SMTP Auth (ICID {icid:int}) could not reach forwarding server {server} "
-                                     "with reason: {reason}"),
-    S(ev.SmtpAuthForwardUnreachable, "SMTP Auth (ICID {icid:int}) could not reach forwarding server {server}",
-      reason=None, guards={"server": (" with reason: ",)}),
-    S(ev.SmtpAuthLdapLookupFailed, "SMTP Auth (ICID {icid:int}) LDAP query/user lookup failed for user: {user}"),
-    S(ev.SmtpAuthMisconfigured, "SMTP Auth (ICID {icid:int}) profile: {profile} is misconfigured or missing "
-                                "causing an Auth failure"),
-    S(ev.SmtpAuthRequiredNotInitiated, "SMTP Auth (ICID {icid:int}) was required but remote host did not initiate it"),
+    *[shape
+      for colon, head in ((True, "SMTP Auth: (ICID {icid:int})"), (False, "SMTP Auth (ICID {icid:int})"))
+      for shape in (
+          S(ev.SmtpAuthForwardUnreachable, head + " could not reach forwarding server {server} with reason: {reason}",
+            colon=colon),
+          S(ev.SmtpAuthForwardUnreachable, head + " could not reach forwarding server {server}", colon=colon,
+            reason=None, guards={"server": (" with reason: ",)}),
+          S(ev.SmtpAuthLdapLookupFailed, head + " LDAP query/user lookup failed for user: {user}", colon=colon),
+          S(ev.SmtpAuthMisconfigured, head + " profile: {profile} is misconfigured or missing causing an Auth "
+                                             "failure", colon=colon),
+          S(ev.SmtpAuthRequiredNotInitiated, head + " was required but remote host did not initiate it",
+            colon=colon),
+      )],
 
     # --- message lifecycle
     S(ev.StartMid, "Start MID {mid:int} ICID {icid:int} {note}"),

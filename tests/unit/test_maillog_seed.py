@@ -145,6 +145,11 @@ def test_subject_quoting_variants():
 LEGACY = [
     ("SMTP Auth (ICID 5) succeeded for user: bob using AUTH mechanism: LOGIN with profile: p",
      ev.SmtpAuthResult(5, True, "bob", "LOGIN", "p", colon=False)),
+    ("SMTP Auth (ICID 9) profile: ldapprof is misconfigured or missing causing an Auth failure",
+     ev.SmtpAuthMisconfigured(9, "ldapprof", colon=False)),
+    ("SMTP Auth: (ICID 9) was required but remote host did not initiate it", ev.SmtpAuthRequiredNotInitiated(9)),
+    ("SMTP Auth (ICID 9) could not reach forwarding server ldap.example.com with reason: timed out",
+     ev.SmtpAuthForwardUnreachable(9, "ldap.example.com", "timed out", colon=False)),
     ("New SMTP DCID 5 interface 172.19.0.11 address 63.251.108.110", ev.NewDcid(5, "172.19.0.11", "63.251.108.110", None)),
     ("ICID 9461571 SBRS None", ev.HatDecision(9461571, "", "", "", "None")),
     ("ICID 52525189 ACCEPT SG None match  SBRS 3.7", ev.HatDecision(52525189, "ACCEPT", "None", "", "3.7")),
