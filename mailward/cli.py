@@ -75,7 +75,7 @@ def config_check(path: Path) -> None:
 def config_show(config_path: Path | None, mode: str) -> None:
     """Show the effective configuration as JSON (secrets are never inline, so never shown)."""
     try:
-        cfg = load_config(config_path) if config_path else parse_config("")
+        cfg = load_config(config_path, resolve=False) if config_path else parse_config("")
     except ConfigError as exc:
         fail(str(exc))
     click.echo(json.dumps(dump(cfg, non_default=(mode == "non-default")), indent=2, default=str))

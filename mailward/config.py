@@ -400,12 +400,14 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     return cfg.resolve_paths(base) if base else cfg
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, *, resolve: bool = True) -> Config:
+    """Load and validate ``path``; relative paths in it are made absolute unless ``resolve``
+    is false (`config show` prints the file's own values)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_config(text, str(path), path.resolve().parent)
+    return parse_config(text, str(path), path.resolve().parent if resolve else None)
 
 
 def check_secret_file(path: Path) -> None:

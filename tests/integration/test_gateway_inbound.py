@@ -340,3 +340,45 @@ def test_line_too_long(gw):
         code, _ = s.docmd("NOOP " + "x" * 2000)
         assert code == 500
         assert s.noop()[0] == 250
+
+
+def test_implicit_tls_offers_and_accepts_auth(tmp_path, users):
+    """Port 465 style (RFC 8314): TLS from the first byte, AUTH offered there (aiosmtpd #281)."""
+    selfsigned("localhost", tmp_path / "c.crt", tmp_path / "c.key")
+    listener = f"""
+type = "public"
+implicit_tls = true
+cert_file = "{tmp_path / 'c.crt'}"
+key_file = "{tmp_path / 'c.key'}"
+""" + ACCEPT_ALL
+    g = start_gateway(config_text(tmp_path, listener).replace('type = "private"\n', ""), tmp_path)
+    try:
+        with smtplib.SMTP_SSL("127.0.0.1", g.port, context=_client_ctx()) as s:
+            s.ehlo()
+            assert s.has_extn("auth") and not s.has_extn("starttls")
+            s.login("ironport", "s3cret-pass")
+            assert s.sendmail("ironport@example.test", ["x@elsewhere.test"], MSG) == {}
+    finally:
+        g.stop()
+    bodies = g.log_bodies()
+    assert lines_matching(bodies, r"Info: ICID \d+ TLS success protocol TLSv1\.[23] cipher \S+")
+    assert lines_matching(bodies, r"Info: SMTP Auth: \(ICID \d+\) succeeded for user: ironport using AUTH mechanism: "
+                                  r"PLAIN with profile: IncomingAuthentication")
+
+
+def test_public_listener_refuses_auth_before_tls_by_default(tmp_path, users):
+    selfsigned("localhost", tmp_path / "c.crt", tmp_path / "c.key")
+    listener = f"""
+type = "public"
+starttls = "preferred"
+cert_file = "{tmp_path / 'c.crt'}"
+key_file = "{tmp_path / 'c.key'}"
+""" + ACCEPT_ALL
+    g = start_gateway(config_text(tmp_path, listener).replace('type = "private"\n', ""), tmp_path)
+    try:
+        with smtplib.SMTP("127.0.0.1", g.port) as s:
+            s.ehlo()
+            assert not s.has_extn("auth")
+            assert s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0ironport\0s3cret-pass").decode())[0] == 538
+    finally:
+        g.stop()
