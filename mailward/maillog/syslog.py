@@ -16,6 +16,7 @@ from datetime import datetime
 
 from .events import Event
 from .grammar import format_syslog_line
+from .timefmt import format_syslog_time
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
@@ -72,6 +73,11 @@ class SyslogTarget:
             self.send_line(self.format(event, when, tag=tag, level=level))
         except Exception:  # logging must never take the gateway down
             self.dropped += 1
+
+    def send_body(self, body: str, when: datetime, level: str, *, tag: str = "mail_logs") -> None:
+        """Send an already formatted body (the writer formats each event once for both outputs)."""
+        host = (self.hostname + " ") if self.hostname else ""
+        self.send_line("<%d>%s %s%s: %s: %s" % (self.pri(level), format_syslog_time(when), host, tag, level, body))
 
     def send_line(self, line: str) -> None:
         if self._closed:

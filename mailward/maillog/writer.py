@@ -23,7 +23,8 @@ from pathlib import Path
 from . import events as ev
 from .chain import Chain, load_or_create_key
 from .escape import DEFAULT_MAX_FIELD
-from .grammar import format_file_line
+from .grammar import format_body, format_file_line
+from .timefmt import format_ctime
 from .syslog import SyslogTarget
 
 CURRENT = "mail.current"
@@ -96,12 +97,17 @@ class MailLogWriter:
         try:
             now = self.clock()
             when = self._local(now)
-            line = format_file_line(event, when, max_field=self.max_field)
+            level = event.LEVEL
+            body = format_body(event, max_field=self.max_field)
+            line = "%s %s: %s" % (format_ctime(when), level, body)
         except Exception as exc:  # a bad event must not take its caller down
             self._fail(exc)
             return
         if self.syslog is not None:
-            self.syslog.send(event, when, tag=self.subscription)
+            try:
+                self.syslog.send_body(body, when, level, tag=self.subscription)
+            except Exception as exc:  # the file copy is what counts; the push is best effort
+                self._fail(exc)
         with self._lock:
             if self._closed:
                 self.errors += 1
