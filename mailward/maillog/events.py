@@ -54,7 +54,8 @@ class TimeOffset(Event):
 
 @dataclass(frozen=True, slots=True)
 class EndLogfile(Event):
-    """Written when a file is rolled (``End Logfile``)."""
+    """``End Logfile``: read when present; the writer does not write it on roll (no
+    appliance sample shows one)."""
 
 
 # --- inbound connection (ICID) ---------------------------------------------------------
@@ -244,7 +245,7 @@ class MessageIdHeader(Event):
 class SubjectHeader(Event):
     mid: int
     subject: str
-    quote: str = "'"        # "'" or '"' or "" (unquoted); emitters use "'"
+    quote: str = "'"        # "'" repr style ('x', or "x" when x has '), '"' always double, "" unquoted
 
 
 @dataclass(frozen=True, slots=True)
