@@ -422,6 +422,12 @@ tls = "off"
                 assert (cfg.gateway.spool_dir / "control.sock").exists()
                 answer = await asyncio.to_thread(call, cfg.gateway.spool_dir / "control.sock", {"op": "flush"})
                 assert answer == {"ok": True, "queued": 0}
+                from click.testing import CliRunner
+
+                from mailward.delivery.cli import flush
+
+                res = await asyncio.to_thread(CliRunner().invoke, flush, ["--spool", str(cfg.gateway.spool_dir)])
+                assert res.exit_code == 0 and "flush requested: 0 message(s)" in res.output
             finally:
                 await m.stop()
                 await spool.close()
