@@ -30,10 +30,11 @@ Choices worth knowing:
   that give their addresses); the rest is counted as skipped. Parsing is most of the run time.
 - The cyclic garbage collector is paused while reading (nothing built holds a cycle).
 
-Speed (``python bench/logs.py``, 1,000,000 formatter-written lines, this 2-core machine shared
-with other work, best of runs): the grammar's ``parse_line`` alone ~170 k lines/s; reader +
-correlator + AUTH report ~130 k lines/s (correlation itself costs about 1 us/line, ~1 M lines/s
-on pre-parsed records); ``logs auth`` with its relevance filter ~680 k lines/s. The 1 M lines/s
-target for parse + correlate is not reached: the time goes to per-line regex matching and event
-construction in the grammar (see the benchmark's ``--profile``).
+Speed (``python bench/logs.py``: 1,000,000 formatter-written lines, CPU time, this 2-core machine
+shared with other work): the grammar's ``parse_line`` alone ~180 k lines/s; reader + correlator
++ AUTH report ~130-145 k lines/s (the correlation itself costs about 1 us/line, ~1 M lines/s on
+pre-parsed records); ``logs auth`` ~750 k lines/s and ``logs detect`` ~290 k lines/s thanks to
+their relevance filters; ``logs track --mid`` ~1.2 s of CPU for the million lines (id prefilter).
+The 1 M lines/s target for parse + correlate of every line is not reached: ~85 % of that time is
+the grammar's per-line regex matching and event construction (``bench/logs.py --profile``).
 """
