@@ -202,7 +202,7 @@ class DataReader:
         if bare and self.normalize:
             block = block.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
         self.size += len(block)
-        if self.too_big or self.too_long or (bare and not self.normalize):
+        if self.too_big or self.too_long or (self.bare_newline and not self.normalize):
             return b""              # the message will be refused: hand nothing more on
         if self.size > self.max_size:
             self.too_big = True

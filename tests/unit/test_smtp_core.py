@@ -245,6 +245,17 @@ def test_bare_newline_normalize_mode():
     assert bytes(s.content) == b"a\r\nb\r\nc\r\n" and s.codes()[-1] == 250
 
 
+def test_data_refused_flag_while_streaming():
+    s = Script().send(ENVELOPE + b"fine\r\n")
+    assert s.conn.in_data and not s.conn.data_refused
+    s.send(b"bare\nlf\r\n")
+    assert s.conn.data_refused
+    s.send(b"more\r\n.\r\n")
+    assert not s.conn.data_refused and bytes(s.content) == b"fine\r\n"
+    s = Script(bare_newline="normalize").send(ENVELOPE + b"bare\nlf\r\n")
+    assert not s.conn.data_refused
+
+
 def test_bare_cr_alone_is_flagged():
     s = Script().send(ENVELOPE + b"a\rb\r\n.\r\n")
     assert s.of(ev.DataEnd) == [ev.DataEnd(Reply(554, "5.5.0 Error: bare <LF> received"))]
