@@ -3,7 +3,6 @@ smtplib (and raw sockets where a misbehaving client is the point) against a smal
 from __future__ import annotations
 
 import asyncio
-import base64
 import smtplib
 import socket
 import ssl
