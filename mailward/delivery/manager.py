@@ -120,7 +120,6 @@ class QueueManager:
         self._dests: dict[str, _Destination] = {}
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
         self._flush = False
         self._stopping = False
         self._runner: asyncio.Task | None = None
@@ -163,7 +162,8 @@ class QueueManager:
         return sum(1 for _ in self.spool.messages())
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
-        """Until nothing is due and nothing is being delivered (tests and ``flush --wait``)."""
+        """Until nothing is due and nothing is being delivered (for tests and tools; it
+        walks the queue, so it is not for the hot path)."""
         async with asyncio.timeout(timeout):
             while True:
                 await asyncio.sleep(0.01)
