@@ -32,7 +32,7 @@ Choices worth knowing:
 
 Speed (``python bench/logs.py``: 1,000,000 formatter-written lines, CPU time, this 2-core machine
 shared with other work): the grammar's ``parse_line`` alone ~180 k lines/s; reader + correlator
-+ AUTH report ~120-145 k lines/s (the correlation itself costs about 1.2 us/line, ~0.8 M lines/s on
++ AUTH report ~120-145 k lines/s (the correlation itself costs under 1 us/line, ~1.1 M lines/s on
 pre-parsed records); ``logs auth`` ~750 k lines/s and ``logs detect`` ~290 k lines/s thanks to
 their relevance filters; ``logs track --mid`` ~1.2 s of CPU for the million lines (id prefilter).
 The 1 M lines/s target for parse + correlate of every line is not reached: ~85 % of that time is

@@ -86,9 +86,8 @@ class Correlator(InboundRules, MessageRules, DeliveryRules):
         self._states: dict[str, _State] = {}
         self._last_app: str | None = None
         self._st = _State()
-        self._countdown = sweep_every
-        self._seq = 0                       # arrival order of evidence lines (to merge them)
         self._sweeps = 0
+        self._seq = 0                       # arrival order of evidence lines (to merge them)
         d = self._dispatch = {}
         for name in dir(self):
             if name.startswith("_on_"):
@@ -106,39 +105,54 @@ class Correlator(InboundRules, MessageRules, DeliveryRules):
                     d[cls] = self._icid_line
                 elif "dcid" in names:
                     d[cls] = self._dcid_line
+        self.feed = self._make_feed()
 
     # --- the per-line path ------------------------------------------------------------------
 
-    def feed(self, appliance: str, ts: float | None, rec: "LogRecord") -> None:
-        ev = rec.event
-        handler = self._dispatch.get(ev.__class__)     # None (no event) is not in the table
-        if handler is None:
-            return
-        if appliance != self._last_app:
-            self._switch(appliance)
+    def _make_feed(self) -> Callable[[str, float | None, "LogRecord"], None]:
+        """Build ``feed``. A closure, not a method: its state lives in cells, which Python reads
+        faster than attributes, and this is the one call made for every line (~20 % of the
+        correlator's own time)."""
+        get = self._dispatch.get
+        states = self._states
+        last_app: str | None = None
         st = self._st
-        if ts is not None and ts > st.now:
-            st.now = ts
-        handler(st, ev, ts, rec.raw)
-        self._countdown -= 1
-        if not self._countdown:
-            self._countdown = self.sweep_every
-            self._sweeps += 1
-            self.sweep()
+        countdown = self.sweep_every
 
-    def _switch(self, appliance: str) -> None:
-        st = self._states.get(appliance)
-        if st is None:
-            st = self._states[appliance] = _State()
-        self._st = st
-        self._last_app = appliance
+        def feed(appliance: str, ts: float | None, rec: "LogRecord") -> None:
+            nonlocal last_app, st, countdown
+            ev = rec.event
+            handler = get(ev.__class__)     # None (no event) is not in the table
+            if handler is None:
+                return
+            if appliance != last_app:
+                st = states.get(appliance)
+                if st is None:
+                    st = states[appliance] = _State()
+                self._st = st
+                last_app = self._last_app = appliance
+            if ts is not None and ts > st.now:
+                st.now = ts
+            handler(st, ev, ts, rec.raw)
+            countdown -= 1
+            if not countdown:
+                countdown = self.sweep_every
+                self._sweeps += 1
+                self.sweep()
+
+        def handled() -> int:
+            return self._sweeps * self.sweep_every + (self.sweep_every - countdown)
+
+        self._handled = handled
+        return feed
+
+    def __call__(self, appliance: str, ts: float | None, rec: "LogRecord") -> None:
+        self.feed(appliance, ts, rec)
 
     @property
     def events(self) -> int:
         """Events handled so far."""
-        return self._sweeps * self.sweep_every + (self.sweep_every - self._countdown)
-
-    __call__ = feed
+        return self._handled()
 
     # --- lookups --------------------------------------------------------------------------
 
