@@ -93,7 +93,8 @@ class Rset(Event):
 @dataclass(frozen=True, slots=True)
 class Closed(Event):
     """The core has ended the session (its last reply is queued). No answer.
-    ``reason``: "quit" | "limit" | "eof"."""
+    ``reason``: "quit" | "limit" (too many errors or messages, or a 421 refusal) | "eof"
+    (the peer closed) | "error" (a non-SMTP client) | "refused" (``refuse()`` with a non-421)."""
 
     reason: str
     needs_answer = False

@@ -589,3 +589,29 @@ def test_ipv6_listener():
             c.sendmail("a@b", ["c@d"], b"v6\r\n")
         assert srv.wait_for(lambda: srv.closes())
         assert srv.log[0][:2] == ("connect", "::1")
+
+
+def test_random_garbage_never_breaks_the_listener(caplog):
+    """Seeded fuzz over real sockets: every session ends cleanly, nothing is logged as a
+    failure, and the listener still serves a normal client afterwards."""
+    import random
+    rng = random.Random(5321)
+    tokens = [b"EHLO x\r\n", b"MAIL FROM:<a@b>\r\n", b"RCPT TO:<c@d>\r\n", b"DATA\r\n", b".\r\n", b"\r\n",
+              b"\n.\n", b"AUTH LOGIN\r\n", b"AUTH PLAIN =\r\n", b"*\r\n", b"STARTTLS\r\n", b"RSET\r\n",
+              b"x" * 700, b"\x00\xff", b"QUIT\r\n"]
+    with ServerThread(spec(command_timeout=2, data_timeout=2)) as srv:
+        for _ in range(25):
+            payload = b"".join(rng.choice(tokens) if rng.random() < 0.7 else rng.randbytes(rng.randint(1, 30))
+                               for _ in range(rng.randint(1, 40)))
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            s.close()
+            assert data.startswith(b"220 ") and data.endswith(b"\r\n")
+        assert srv.wait_for(lambda: len(srv.closes()) == 25 and srv.server.active == 0)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
+            assert c.noop()[0] == 250
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
