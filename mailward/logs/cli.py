@@ -50,7 +50,10 @@ def common(formats=("table", "json", "csv"), default="table", files=True):
             missing = [p for p in paths if p != "-" and not Path(p).exists()]
             if missing:
                 _fail(f"no such file: {missing[0]}")
-            return f(*args, **kw)
+            try:
+                return f(*args, **kw)
+            except OSError as exc:      # unreadable file, full disk for --output...: one line
+                _fail(str(exc))
         if files:
             wrapper = click.argument("files", nargs=-1, required=True)(wrapper)
         return wrapper
@@ -59,6 +62,8 @@ def common(formats=("table", "json", "csv"), default="table", files=True):
 
 def _note_unparsed(stats) -> None:
     """Lines the grammar did not understand are never silent: one line on stderr."""
+    for name in stats.damaged:
+        click.echo(f"mailward logs: file ends damaged, read up to there: {name}", err=True)
     if stats.unparsed:
         top = ", ".join(f"{k} ({v})" for k, v in sorted(stats.by_kind.items(), key=lambda kv: -kv[1])[:3])
         click.echo(f"mailward logs: {stats.unparsed} of {stats.lines} line(s) not understood: {top}; "

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +53,7 @@ class Stats:
     by_appliance: dict[str, list[int]] = field(default_factory=dict)  # key -> [lines, parsed, unparsed]
     examples: dict[str, str] = field(default_factory=dict)         # one raw example per kind
     files: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)             # files that ended in a broken state
 
     def as_dict(self) -> dict:
         return {
@@ -60,7 +62,7 @@ class Stats:
             "unparsed_by_kind": dict(sorted(self.by_kind.items(), key=lambda kv: -kv[1])),
             "appliances": {k or "-": {"lines": v[0], "parsed": v[1], "unparsed": v[2]}
                            for k, v in self.by_appliance.items()},
-            "files": list(self.files),
+            "files": list(self.files), "damaged_files": list(self.damaged),
         }
 
 
@@ -209,6 +211,10 @@ class Reader:
 
                 try:
                     self.read_lines(f, handle, mtime, file_progress if progress else None, stop)
+                except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    # A .gz cut short (still being written, or a partial copy): what was read
+                    # stands; the rest of the file is reported, not a crash.
+                    self.stats.damaged.append(f"{Input(p).name}: {exc}")
                 finally:
                     if p == "-":
                         f.detach()      # leave stdin open for the caller

@@ -3,6 +3,7 @@ written with the gateway's own formatter."""
 from __future__ import annotations
 
 import csv
+import os
 import gzip
 import io
 import json
@@ -271,3 +272,21 @@ def test_stats_window_and_files_read_oldest_first(tmp_path):
                              "--idle", "86400").stdout)
     assert s["sender"] == "a@example.org" and s["recipients"][0]["outcome"] == "delivered"
     assert s["status"] == "done" and not s["expired"]
+
+
+def test_truncated_gzip_reads_what_is_there_and_says_so(tmp_path):
+    data = gzip.compress(Path(SEED).read_bytes() * 20)
+    cut = tmp_path / "mail.@20090422T110000.s.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    res = invoke("auth", str(cut), "--format", "json")
+    assert res.exit_code == 0
+    assert len(json.loads(res.stdout)["attempts"]) >= 4
+    assert "file ends damaged, read up to there: " + str(cut) in res.stderr
+    d = json.loads(invoke("stats", str(cut), "--format", "json").stdout)
+    assert len(d["damaged_files"]) == 1 and d["damaged_files"][0].startswith(str(cut))
+    unreadable = tmp_path / "locked.log"
+    unreadable.write_text("x\n")
+    unreadable.chmod(0)
+    if os.geteuid() != 0:                       # root reads anything
+        res = CliRunner().invoke(logs_group, ["stats", str(unreadable)])
+        assert res.exit_code == 2 and "Permission denied" in res.output
