@@ -265,9 +265,10 @@ def detect_cmd(files, fmt, since, until, hosts, year, idle, evidence, **kw):
     elif fmt == "csv":
         write_csv(rows, FINDING_COLUMNS + ("users", "ips", "evidence"))
     else:
-        if not rows:
+        if rows:
+            table(rows, FINDING_COLUMNS, title=f"Findings ({len(rows)})")
+        else:
             click.echo("no findings")
-        table(rows, FINDING_COLUMNS, title=f"Findings ({len(rows)})") if rows else None
         if evidence:
             for f in rows:
                 click.echo(f"\n[{f['severity']}] {f['kind']} {f['key']}: {f['summary']}")
