@@ -156,7 +156,7 @@ def test_ldap_profile_success_failure_and_unknown_user(gw):
                         lines[0]), lines
     assert re.fullmatch(AUTH + "failed for user: alice using AUTH mechanism: LOGIN with profile: Directory",
                         lines[1]), lines
-    assert re.fullmatch(r"Info: SMTP Auth \(ICID \d+\) LDAP query/user lookup failed for user: mallory",
+    assert re.fullmatch(r"Info: SMTP Auth: \(ICID \d+\) LDAP query/user lookup failed for user: mallory",
                         lines[2]), lines
     assert re.fullmatch(AUTH + "failed for user: mallory using AUTH mechanism: PLAIN with profile: Directory",
                         lines[3]), lines
@@ -185,7 +185,7 @@ def test_backends_down_answer_454_and_log_why(gw):
     assert "454 4.7.0" in r.stdout, r.stdout
     bodies = gw.log_bodies()
     assert "Info: SMTP Auth LDAP query failed, possible LDAP misconfiguration or unreachable server." in bodies
-    assert any(re.fullmatch(r"Info: SMTP Auth \(ICID \d+\) could not reach forwarding server 127\.0\.0\.1:\d+ "
+    assert any(re.fullmatch(r"Info: SMTP Auth: \(ICID \d+\) could not reach forwarding server 127\.0\.0\.1:\d+ "
                             r"with reason: .+", b) for b in bodies), bodies
     assert re.fullmatch(AUTH + "failed for user: alice using AUTH mechanism: PLAIN with profile: DeadForward",
                         auth_lines(gw)[-1])
