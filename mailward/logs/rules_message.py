@@ -13,7 +13,7 @@ from mailward.maillog import events as E
 if TYPE_CHECKING:
     from .correlate import _State
 
-from .model import DROPPED, PENDING, QUARANTINED, SPLIT, Message, Recipient
+from .model import BOUNCED, DROPPED, PENDING, QUARANTINED, SPLIT, Message, Recipient
 
 MAX_VERDICTS = 64       # per message: enough for every engine line, bounded against odd logs
 
@@ -93,8 +93,13 @@ class MessageRules:
 
     def _on_MidNote(self, st: _State, ev: E.MidNote, ts, raw) -> None:
         m = self._msg(st, ev.mid, ts)
+        text = ev.text
         if len(m.verdicts) < MAX_VERDICTS:
-            m.verdicts.append(ev.text)
+            m.verdicts.append(text)
+        if text[:4] == "was " and (text.startswith("was dropped by") or text.startswith("was bounced by")):
+            # "MID m was dropped|bounced by content filter 'f' in the inbound table": the end
+            # of its recipients, even when no "Message aborted" line follows.
+            m.abort_reason = m.abort_reason or text
         if self.keep_lines:
             self._line(m, raw)
 
@@ -114,7 +119,12 @@ class MessageRules:
         # or handed to a split child, which then carries their outcome.
         split = any(rel == "split" for _, rel in m.children)
         if m.abort_reason is not None or ev.status == "aborted" or split:
-            final = DROPPED if (m.abort_reason is not None or ev.status == "aborted") else SPLIT
+            if m.abort_reason is not None and m.abort_reason.startswith("was bounced by"):
+                final = BOUNCED
+            elif m.abort_reason is not None or ev.status == "aborted":
+                final = DROPPED
+            else:
+                final = SPLIT
             for r in m.recipients.values():
                 if r.outcome == PENDING:
                     r.outcome = final

@@ -317,3 +317,23 @@ def test_a_restarted_mid_counter_does_not_merge_two_messages():
     first, second = r.stories
     assert (first.sender, first.expired, first.icid) == ("first@example.org", True, 10)
     assert (second.sender, second.status, second.icid) == ("second@example.org", "done", 20)
+
+
+def test_content_filter_drop_and_bounce_end_the_recipients():
+    from mailward.logs.sources import Reader
+
+    text = """\
+Wed May  4 00:24:31 2005 Info: Start MID 1960958 ICID 5
+Wed May  4 00:24:31 2005 Info: MID 1960958 ICID 5 RID 0 To: <a@example.com>
+Wed May  4 00:24:31 2005 Info: MID 1960958 was dropped by content filter 'dontsend' in the inbound table
+Wed May  4 00:24:31 2005 Info: Message finished MID 1960958 done
+Wed May  4 00:24:32 2005 Info: Start MID 1960959 ICID 5
+Wed May  4 00:24:32 2005 Info: MID 1960959 ICID 5 RID 0 To: <b@example.com>
+Wed May  4 00:24:32 2005 Info: MID 1960959 was bounced by content filter 'bounceme' in the inbound table
+Wed May  4 00:24:32 2005 Info: Message finished MID 1960959 done
+"""
+    stories: list[Message] = []
+    Reader().read_lines(text.splitlines(keepends=True), Correlator(on_story=stories.append).feed)
+    dropped, bounced = stories
+    assert dropped.recipients[0].outcome == "dropped" and "dontsend" in dropped.abort_reason
+    assert bounced.recipients[0].outcome == "bounced"
