@@ -40,6 +40,21 @@ class LogRecord:
     has_year: bool = True           # False for syslog lines: the year was assumed
 
 
+def _record_builder():
+    setters = _slot_setters(LogRecord)
+    if setters is None:
+        return LogRecord
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = setters
+    new = object.__new__
+
+    def record(ts, host, tag, level, event, raw, unparsed, pri, has_year):
+        r = new(LogRecord)
+        s0(r, ts), s1(r, host), s2(r, tag), s3(r, level), s4(r, event)
+        s5(r, raw), s6(r, unparsed), s7(r, pri), s8(r, has_year)
+        return r
+    return record
+
+
 # ---------------------------------------------------------------------------------------
 # Slot kinds: (regex when followed by literal text, regex at end of line, format, parse)
 # ---------------------------------------------------------------------------------------
@@ -137,6 +152,25 @@ def _has_none_sibling(shape: Shape, name: str) -> bool:
     return any(s.cls is shape.cls and name in s.fixed and s.fixed[name] is None for s in SHAPES)
 
 
+def _slot_setters(cls: type) -> list | None:
+    """The slot descriptors' setters of a frozen slots dataclass, in field order.
+
+    Filling slots through them builds the same frozen value as ``cls(...)`` about three
+    times faster (a frozen ``__init__`` goes through ``object.__setattr__`` per field); the
+    reader builds one event and one record per line, so this is most of its time. None when
+    the class has no plain slots (then the normal constructor is used) or a __post_init__.
+    """
+    if hasattr(cls, "__post_init__"):
+        return None
+    setters = []
+    for f in dataclasses.fields(cls):
+        d = getattr(cls, f.name, None)
+        if d is None or type(d).__name__ != "member_descriptor":
+            return None
+        setters.append(d.__set__)
+    return setters
+
+
 class _Compiled:
     __slots__ = ("shape", "cls", "regex", "slots", "pieces", "fixed", "names", "convs", "catch_all", "fast",
                  "plan", "make", "match")
@@ -219,7 +253,7 @@ class _Compiled:
                         kwargs[slot.name] = conv(val)
                 return self.cls(**kwargs)
             return make_slow
-        env: dict = {"cls": self.cls}
+        env: dict = {"cls": self.cls, "new": object.__new__}
         args = []
         for n, (i, conv) in enumerate(self.plan):
             if i < 0:
@@ -230,7 +264,17 @@ class _Compiled:
             else:
                 env["c%d" % n] = conv
                 args.append("c%d(g[%d])" % (n, i))
-        exec("def make(g):\n    return cls(%s)\n" % ", ".join(args), env)
+        setters = _slot_setters(self.cls)
+        if setters is None:
+            src = "def make(g):\n    return cls(%s)\n" % ", ".join(args)
+        else:
+            lines = ["def make(g):", "    o = new(cls)"]
+            for n, (setter, arg) in enumerate(zip(setters, args)):
+                env["s%d" % n] = setter
+                lines.append("    s%d(o, %s)" % (n, arg))
+            lines.append("    return o")
+            src = "\n".join(lines) + "\n"
+        exec(src, env)
         return env["make"]
 
     # --- formatting --------------------------------------------------------------------
@@ -391,6 +435,7 @@ def _build() -> None:
 
 
 _build()
+_record = _record_builder()
 
 
 # ---------------------------------------------------------------------------------------
@@ -570,7 +615,7 @@ def parse_line(line: str, *, year: int | None = None) -> LogRecord:
         ts = _info_cache.get(line[:31])
         if ts is not None and line[-1:] not in _EOL:
             event, unparsed = parse_body(line[31:])
-            return LogRecord(ts, None, None, "Info", event, line, unparsed, None, True)
+            return _record(ts, None, None, "Info", event, line, unparsed, None, True)
         return _parse_line(line, year)
     except Exception:  # the contract is "never raises": anything unforeseen is reported, not thrown
         return LogRecord(None, None, None, None, None, line, "error")
@@ -601,7 +646,7 @@ def _parse_line(line: str, year: int | None) -> LogRecord:
                         _info_cache.clear()
                     _info_cache[line[:31]] = ts
                 event, unparsed = parse_body(line[colon + 2:])
-                return LogRecord(ts, None, None, level, event, raw, unparsed, None, True)
+                return _record(ts, None, None, level, event, raw, unparsed, None, True)
     m = _FILE_RE.match(line)
     if m is not None:
         pri, mon, day, hms, yr, level = m.groups()
