@@ -291,3 +291,16 @@ def test_every_sample_event_writes_and_reads_back_the_same(name):
         rec = parse_line(line, year=2020)
         assert rec.event is not None, line
         assert parse_line(format_file_line(rec.event, when)).event == rec.event, line
+
+
+def test_parsed_values_are_real_frozen_events_and_records():
+    import dataclasses
+
+    rec = parse_line(_lines("seed_smtp_auth_technote.log")[2])
+    expected = SEED_EVENTS[2]
+    assert rec.event == expected and hash(rec.event) == hash(expected) and type(rec.event) is type(expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.event.user = "admin"                      # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.level = "Warning"                         # type: ignore[misc]
+    assert dataclasses.replace(rec, level="Warning").level == "Warning"
