@@ -144,6 +144,10 @@ class SessionHandler(Protocol):
 LimitCallback = Callable[[ConnInfo, str], None]     # (connection, "total" | "per_ip")
 
 
+class _WriteTimeout(Exception):
+    """The peer stopped reading our replies for longer than the command timeout."""
+
+
 class _Session(asyncio.Protocol):
     """One connection: feeds the core, runs the driver task, owns the transport."""
 
@@ -247,7 +251,13 @@ class _Session(asyncio.Protocol):
         if data and not self._lost:
             self.transport.write(data)
         if self._write_paused and not self._lost:
-            await self._drain
+            # A peer that sends but never reads must not hold the session forever.
+            try:
+                async with asyncio.timeout(self.server.spec.command_timeout):
+                    await self._drain
+            except TimeoutError:
+                self.transport.abort()
+                raise _WriteTimeout() from None
 
     async def _wait_input(self, timeout: float) -> bool:
         """Wait for bytes (or EOF / loss). False on timeout."""
@@ -272,11 +282,13 @@ class _Session(asyncio.Protocol):
 
     async def _run(self) -> None:
         reason = "error"
-        self.handler = self.server.factory()
         try:
+            self.handler = self.server.factory()
             reason = await self._converse()
         except asyncio.CancelledError:
             reason = "shutdown"
+        except _WriteTimeout:
+            reason = "timeout"
         except Exception:
             log.exception("SMTP session on %s failed", self.server.spec.name)
             if not self._lost:
@@ -286,10 +298,11 @@ class _Session(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             self.server._release(self)
-            try:
-                await self.handler.on_close(reason)
-            except Exception:
-                log.exception("on_close failed")
+            if self.handler is not None:
+                try:
+                    await self.handler.on_close(reason)
+                except Exception:
+                    log.exception("on_close failed")
 
     async def _converse(self) -> str:
         core, handler, spec = self.core, self.handler, self.server.spec

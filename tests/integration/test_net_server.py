@@ -615,3 +615,43 @@ def test_random_garbage_never_breaks_the_listener(caplog):
         with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
             assert c.noop()[0] == 250
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_peer_that_never_reads_is_cut_off():
+    with ServerThread(spec(command_timeout=0.5)) as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.settimeout(5)
+        s.sendall(b"HELO c\r\n")
+        # thousands of pipelined NOOPs whose replies we never read fill the server's send buffer
+        s.setblocking(False)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not srv.closes():
+            try:
+                s.send(b"NOOP\r\n" * 2000)
+            except (BlockingIOError, ConnectionError):
+                time.sleep(0.02)
+        assert srv.wait_for(lambda: srv.closes() == [("close", "timeout")], timeout=5), srv.closes()
+        s.close()
+
+
+def test_factory_failure_does_not_leak_a_slot(caplog):
+    with ServerThread(spec(max_connections=1)) as srv:
+        real = srv._factory
+        calls = []
+
+        def broken():
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("factory broke")
+            return real()
+
+        srv.server.factory = broken
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        assert s.makefile("rb").readline().startswith(b"421 4.3.0")
+        s.close()
+        assert srv.wait_for(lambda: srv.server.active == 0)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
+            assert c.noop()[0] == 250
+    assert any("factory broke" in (r.exc_text or str(r.exc_info)) for r in caplog.records)
