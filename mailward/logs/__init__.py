@@ -31,10 +31,11 @@ Choices worth knowing:
 - The cyclic garbage collector is paused while reading (nothing built holds a cycle).
 
 Speed (``python bench/logs.py``: 1,000,000 formatter-written lines, CPU time, this 2-core machine
-shared with other work): the grammar's ``parse_line`` alone ~180 k lines/s; reader + correlator
-+ AUTH report ~120-145 k lines/s (the correlation itself costs under 1 us/line, ~1.1 M lines/s on
-pre-parsed records); ``logs auth`` ~750 k lines/s and ``logs detect`` ~290 k lines/s thanks to
-their relevance filters; ``logs track --mid`` ~1.2 s of CPU for the million lines (id prefilter).
-The 1 M lines/s target for parse + correlate of every line is not reached: ~85 % of that time is
-the grammar's per-line regex matching and event construction (``bench/logs.py --profile``).
+shared with other work; wall-clock figures vary with that load): the grammar's ``parse_line``
+alone ~180-220 k lines/s; reader + correlator + AUTH report on every line ~130-165 k lines/s; the
+correlator + AUTH report alone ~1.0-1.1 M lines/s on records parsed beforehand; ``logs auth``
+~750-900 k lines/s and ``logs detect`` ~290-310 k lines/s thanks to their relevance filters;
+``logs track --mid`` ~1 M lines/s (id prefilter). The 1 M lines/s target for parse + correlate of
+every line is not reached: ~80 % of that time is the grammar's per-line regex matching and event
+construction (``bench/logs.py --profile``).
 """
