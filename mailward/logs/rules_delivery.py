@@ -14,8 +14,6 @@ if TYPE_CHECKING:
 
 from .model import BOUNCED, DELAYED, DELIVERED, QUARANTINED, AuthAttempt, Delivery
 
-_BY_DEST = "Bounced by destination server with response: "
-
 
 def response_text(resp: E.SmtpResponse | None) -> str | None:
     """The appliance's own rendering of a remote reply: ('554', ['5.7.1 ...'])."""
@@ -122,12 +120,7 @@ class DeliveryRules:
         m = self._msg(st, ev.mid, ts)
         r = m.recipient(ev.rid)
         r.outcome = outcome
-        status = ev.status
-        if status.startswith(_BY_DEST):
-            # Some grammar revisions leave the seed's "Bounced by destination server with
-            # response:" wording in the status; the status proper is the x.y.z after it.
-            status = status[len(_BY_DEST):]
-        r.status = status
+        r.status = ev.status
         r.description = ev.description
         r.response = response_text(ev.response)
         r.last_seen = ts
