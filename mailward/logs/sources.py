@@ -27,7 +27,6 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from itertools import chain, islice
 from typing import Callable, Iterable, TextIO
 
@@ -341,8 +340,3 @@ class Reader:
             total_unparsed += v[2]
         stats.parsed = total_parsed
         stats.unparsed = total_unparsed
-
-
-def paths_exist(paths: Iterable[str]) -> list[str]:
-    missing = [p for p in paths if p != "-" and not Path(p).exists()]
-    return missing
