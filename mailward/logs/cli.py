@@ -434,3 +434,31 @@ def stats_cmd(files, fmt, since, until, hosts, year, idle):
         if d["unparsed_by_kind"]:
             table([{"kind": k, "lines": v, "example": stats.examples.get(k, "")}
                    for k, v in d["unparsed_by_kind"].items()], title="unparsed lines by kind")
+
+
+@logs_group.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The chain key (<log_dir>/chain.key of the gateway that wrote the log).")
+def verify_cmd(files, key_file):
+    """Check hash-chained logs: report deleted, inserted or edited lines.
+
+    Each FILE (mail.current or a rolled mail.@….s) is checked against FILE.chain. Exit 0 when
+    every line is as the gateway wrote it, 1 when something was changed.
+    """
+    from ..maillog.chain import verify
+
+    key = bytes.fromhex(key_file.read_text().strip())
+    bad = 0
+    for path in files:
+        chain = path.with_name(path.name + ".chain")
+        if not chain.exists():
+            _fail(f"{path}: no chain file {chain.name} beside it (was hash_chain on?)")
+        problems = verify(path, chain, key)
+        for p in problems:
+            click.echo(f"{path}:{p.line}: {p.kind}: {p.detail}")
+        bad += len(problems)
+        if not problems:
+            click.echo(f"{path}: OK")
+    if bad:
+        sys.exit(1)
