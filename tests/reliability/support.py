@@ -406,3 +406,62 @@ def crash_scenario(root: Path, *, total: int, clients: int, gateway_kills: int, 
         unacknowledged_delivered=sum(1 for m in got if m not in acked),
         gateway_kills=gw.kills, destination_kills=destination_kills, connections=result.attempts,
         drained=drained, seconds=time.monotonic() - t0, lost_ids=lost[:20])
+
+
+# --- a raw SMTP client for hostile input -------------------------------------------------
+
+class RawClient:
+    """A byte-exact SMTP client: sends what it is given (no normalising, no dot-stuffing) and
+    reads complete replies, so tests can count every reply the server wrote."""
+
+    def __init__(self, port: int, host: str = LOOPBACK, timeout: float = 10.0, source: str | None = None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> tuple[int, str]:
+        """One complete (possibly multi-line) reply; (0, '') when the server closed."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return (0, "")
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            lines.append(line.decode("utf-8", "replace"))
+            if len(line) < 4 or line[3:4] != b"-":
+                return (int(line[:3]), "\n".join(lines))
+
+    def replies_until_close(self, timeout: float = 5.0) -> list[tuple[int, str]]:
+        self.sock.settimeout(timeout)
+        out = []
+        while True:
+            r = self.reply()
+            if r[0] == 0:
+                return out
+            out.append(r)
+
+    def starttls(self) -> None:
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        assert not self.buf, f"server sent bytes before the handshake: {self.buf!r}"
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="gw.example.test")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "RawClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
