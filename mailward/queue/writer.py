@@ -55,8 +55,9 @@ class MessageWriter:
         self.size += len(data)
 
     def _spill(self) -> None:
-        self._tmp = self._large_dir / f"tmp-{secrets.token_hex(8)}"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        tmp = self._large_dir / f"tmp-{secrets.token_hex(8)}"
+        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._tmp = tmp           # only a file that exists is ours to remove
         if self._buf:
             self._fs.write(self._fd, self._buf)
         self._buf = bytearray()   # drop the in-memory copy: memory stays bounded
@@ -74,7 +75,9 @@ class MessageWriter:
         if self._tmp is not None:
             try:
                 os.unlink(self._tmp)
-            except FileNotFoundError:
+            except OSError:
+                # Best effort (e.g. the file system turned read-only): recovery removes
+                # every unreferenced file under large/ at the next open.
                 pass
             self._tmp = None
 
