@@ -66,10 +66,12 @@ class MailLogWriter:
         if hash_chain and chain_key_file is None:
             # Beside the subscription folders, not inside one: fetching a log folder does not fetch the key.
             chain_key_file = Path(log_dir) / "chain.key"
+        # The log folder first: on a first start the key is created in <log_dir>, which the
+        # folder's creation makes too.
+        self.dir.mkdir(parents=True, exist_ok=True)
         self._key = load_or_create_key(Path(chain_key_file)) if chain_key_file is not None else None
         self._size = 0
         self._opened_at = 0.0
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / CURRENT
         self.chain_path = self.dir / (CURRENT + ".chain")
         with self._lock:
