@@ -110,7 +110,7 @@ class DataProgress:
 
 
 class DataReader:
-    """Reads one DATA body. Counts the unstuffed size and stops passing content on once
+    """Reads one DATA body. Counts its size as sent and stops passing content on once
     ``max_size`` is exceeded (the reader still reads to the real end)."""
 
     __slots__ = ("max_size", "line_limit", "normalize", "size", "bare_newline", "too_long", "too_big",
@@ -120,7 +120,9 @@ class DataReader:
         self.max_size = max_size
         self.line_limit = line_limit
         self.normalize = normalize
-        self.size = 0                 # unstuffed octets seen (also past the limit)
+        # Octets of the body as sent (dot-stuffing included, the final "." line not), also
+        # past the limit: counted on the raw stream so no read boundary can change it.
+        self.size = 0
         self.bare_newline = False     # a bare LF or CR was seen
         self.too_long = False         # a line over line_limit was seen
         self.too_big = False          # size went over max_size
@@ -155,15 +157,25 @@ class DataReader:
         return DataProgress(self._content(complete), done, rest)
 
     def _skip(self, data: bytes) -> bytes | None:
-        """Inside an over-long line: drop up to its CRLF, return what follows it."""
-        if self._skip_cr and data[:1] == b"\n":
-            self._skipping = self._skip_cr = False
-            return data[1:]
+        """Inside an over-long line: drop up to its CRLF, return what follows it. The
+        dropped bytes are still counted and checked for bare CR/LF, so the verdict on a
+        message never depends on how its bytes were split into reads."""
+        if self._skip_cr:
+            self._skip_cr = False
+            if data[:1] == b"\n":
+                self._count(1)
+                self._skipping = False
+                return data[1:]
+            self.bare_newline = True          # the CR that ended the last read was bare
         i = data.find(CRLF)
         if i < 0:
             self._skip_cr = data.endswith(b"\r")
+            self._check_bare(data[:-1] if self._skip_cr else data)
+            self._count(len(data))
             return None
-        self._skipping = self._skip_cr = False
+        self._check_bare(data[:i])
+        self._count(i + 2)
+        self._skipping = False
         return data[i + 2:]
 
     def _keep_tail(self, tail: bytes) -> None:
@@ -173,8 +185,20 @@ class DataReader:
             self.too_long = True
             self._skipping = True
             self._skip_cr = tail.endswith(b"\r")
+            self._check_bare(tail[:-1] if self._skip_cr else tail)
+            self._count(len(tail))
             return
         self._carry = tail
+
+    def _check_bare(self, part: bytes) -> None:
+        """``part`` holds no CRLF: any CR or LF in it is bare."""
+        if b"\n" in part or b"\r" in part:
+            self.bare_newline = True
+
+    def _count(self, n: int) -> None:
+        self.size += n
+        if self.size > self.max_size:
+            self.too_big = True
 
     def _content(self, block: bytes) -> bytes:
         """Check and unstuff a run of complete CRLF lines. Once the message is known to be
@@ -182,6 +206,7 @@ class DataReader:
         handed on; the size is still counted."""
         if not block:
             return b""
+        self._count(len(block))
         if len(block) > self.line_limit - 2:
             parts = block.split(CRLF)           # one C-speed pass gives lengths and pairs
             pairs = len(parts) - 1
@@ -201,10 +226,6 @@ class DataReader:
             block = block.replace(b"\r\n.", CRLF)
         if bare and self.normalize:
             block = block.replace(CRLF, b"\n").replace(b"\r", b"\n").replace(b"\n", CRLF)
-        self.size += len(block)
         if self.too_big or self.too_long or (self.bare_newline and not self.normalize):
             return b""              # the message will be refused: hand nothing more on
-        if self.size > self.max_size:
-            self.too_big = True
-            return b""
         return block

@@ -95,3 +95,15 @@ def test_long_data_line_not_buffered():
         assert len(r._carry) < 1000
     content, done, _ = feed_all(r, [b"\r\n.\r\n"])
     assert done and r.too_long
+
+
+def test_verdict_independent_of_reads_for_long_lines():
+    wire = b"ok\r\n" + b"\n" + b"y" * 1500 + b"\rz\r\n" + b"x" * 600 + b"\r\n.\r\n"
+    verdicts = set()
+    for step in (len(wire), 1, 7, 999, 1000, 1001):
+        r = DataReader(max_size=2000)
+        for i in range(0, len(wire), step):
+            if r.feed(wire[i:i + step]).done:
+                break
+        verdicts.add((r.size, r.too_big, r.too_long, r.bare_newline))
+    assert verdicts == {(len(wire) - 3, True, True, True)}

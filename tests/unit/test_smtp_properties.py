@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import os
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailward.smtp import events as ev
@@ -73,6 +73,12 @@ def summary(s: Script):
 @PROFILE
 @given(streams, st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
        st.sampled_from(["reject", "normalize"]))
+# found by the deep profile: a bare LF inside an over-long line, and its size, must count
+# whether the line arrives whole or is skipped piece by piece
+@example(data=b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n\n" + b"y" * 1100 + b"\r\n\r\n.\r\n",
+         cuts=[60], mode="reject")
+@example(data=b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n" + b"y" * 1500 + b"\r\n" + b"z" * 900
+         + b"\r\n.\r\n", cuts=[100], mode="reject")
 def test_split_points_do_not_change_anything(data, cuts, mode):
     whole = run([data], bare_newline=mode)
     pieces = run(split(data, cuts), bare_newline=mode)
