@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..maillog.events import Event
+from ..smtp.sasl import Credentials as _SaslCredentials
 
 # Mechanisms a profile that sees the clear-text password can verify.
 PASSWORD_MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN")
@@ -26,21 +27,9 @@ class Verdict(enum.Enum):
     LOCKED = "locked"                # 454 4.7.0: the brute-force guard refuses this attempt
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What the client presented in its SASL exchange.
-
-    ``password`` is excluded from repr so that a logged or raised Credentials never shows it.
-    For CRAM-MD5 the core fills ``cram_challenge`` (the exact bytes it sent) and
-    ``cram_digest`` (the client's hex digest) and leaves ``password`` None.
-    """
-
-    mechanism: str
-    username: str
-    password: str | None = field(default=None, repr=False)
-    authzid: str | None = None
-    cram_challenge: bytes | None = None
-    cram_digest: str | None = field(default=None, repr=False)
+# What the client presented: the SMTP core's SASL result is the one credentials type (the
+# password and the CRAM-MD5 digest are kept out of its repr).
+Credentials = _SaslCredentials
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,9 @@ class LocalProfile:
             return AuthOutcome(Verdict.MISCONFIGURED, self.name, detail=str(exc),
                                events=(SmtpAuthMisconfigured(icid, self.name),))
         if creds.mechanism.upper() == "CRAM-MD5":
-            ok = (creds.cram_challenge is not None and creds.cram_digest is not None
+            ok = (creds.challenge is not None and creds.digest is not None
                   and creds.authzid in (None, "", creds.username)
-                  and self.store.verify_cram(creds.username, creds.cram_challenge, creds.cram_digest))
+                  and self.store.verify_cram(creds.username, creds.challenge.encode(), creds.digest))
             return AuthOutcome(Verdict.OK if ok else Verdict.FAIL, self.name)
         password = password_of(creds)
         if password is None:

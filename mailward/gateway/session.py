@@ -164,12 +164,8 @@ class InboundSession:
             return R(504, "5.5.4 Unrecognized authentication type")
         return None
 
-    async def on_auth(self, sasl_creds):
+    async def on_auth(self, creds: Credentials):
         ctx = self.ctx
-        creds = Credentials(sasl_creds.mechanism, sasl_creds.username, sasl_creds.password,
-                            sasl_creds.authzid or None,
-                            cram_challenge=sasl_creds.challenge.encode() if sasl_creds.challenge else None,
-                            cram_digest=sasl_creds.digest)
         outcome = await ctx.authenticator.authenticate(ctx.profile_name, creds, icid=self.icid,
                                                        client_ip=self.peer_ip)
         if outcome.verdict is Verdict.OK:

@@ -121,7 +121,7 @@ def test_cram_is_never_cached():
         calls.append(1)
         return AuthOutcome(Verdict.OK, "P")
 
-    creds = Credentials("CRAM-MD5", "alice", cram_challenge=b"<1@x>", cram_digest="ab" * 16)
+    creds = Credentials("CRAM-MD5", "alice", challenge="<1@x>", digest="ab" * 16)
     _run(verify_with_cache(c, "P", creds, backend))
     _run(verify_with_cache(c, "P", creds, backend))
     assert len(calls) == 2 and len(c) == 0

@@ -149,5 +149,5 @@ def test_profile_exception_becomes_tempfail():
 
 
 def test_credentials_repr_hides_secrets():
-    c = Credentials("PLAIN", "alice", "hunter2", cram_digest="deadbeef")
+    c = Credentials("PLAIN", "alice", "hunter2", digest="deadbeef")
     assert "hunter2" not in repr(c) and "deadbeef" not in repr(c) and "alice" in repr(c)

@@ -116,8 +116,8 @@ def test_profile_mechanisms_and_verdicts(store):
     assert verify(profile, "alice", "nope").verdict is Verdict.FAIL
     assert verify(profile, "ghost", "nope").verdict is Verdict.FAIL
     assert verify(profile, "alice", "wonderland", mech="LOGIN").verdict is Verdict.OK
-    cram = asyncio.run(profile.verify(Credentials("CRAM-MD5", "alice", cram_challenge=b"<1@x>",
-                                                  cram_digest="00" * 16), icid=1, client_ip="::1"))
+    cram = asyncio.run(profile.verify(Credentials("CRAM-MD5", "alice", challenge="<1@x>",
+                                                  digest="00" * 16), icid=1, client_ip="::1"))
     assert cram.verdict is Verdict.FAIL
 
 
@@ -253,11 +253,11 @@ def test_authzid_other_than_self_is_refused(store):
 
 # --- CRAM-MD5 (opt-in per user) ----------------------------------------------------------
 
-def cram(profile, user, password_for_digest, challenge=b"<4711.1700000000@gw.example.test>", authzid=None):
+def cram(profile, user, password_for_digest, challenge="<4711.1700000000@gw.example.test>", authzid=None):
     import hmac as _hmac
 
-    digest = _hmac.new(password_for_digest.encode(), challenge, "md5").hexdigest()
-    creds = Credentials("CRAM-MD5", user, authzid=authzid, cram_challenge=challenge, cram_digest=digest)
+    digest = _hmac.new(password_for_digest.encode(), challenge.encode(), "md5").hexdigest()
+    creds = Credentials("CRAM-MD5", user, authzid=authzid, challenge=challenge, digest=digest)
     return asyncio.run(profile.verify(creds, icid=1, client_ip="127.0.0.1")).verdict
 
 
