@@ -488,7 +488,9 @@ def add_note(note: str, more: str) -> str:
 
 # --- the bench -------------------------------------------------------------------------------
 
-def build_cells(args: argparse.Namespace) -> list[Cell]:
+def build_groups(args: argparse.Namespace) -> list[tuple[Cell, ...]]:
+    """Cells measured together, round by round: a plain cell alone; an AUTH cell with its
+    no-AUTH twin (same client), so the AUTH cost compares runs made minutes, not rounds, apart."""
     def count(c: int) -> int:
         if args.messages:
             return args.messages
@@ -496,12 +498,11 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
             return 100 if c == 1 else 200
         return 1000 if c == 1 else 2000
 
-    cells = [Cell("plain", c, s, count(c)) for s in args.sizes for c in args.conc]
+    groups: list[tuple[Cell, ...]] = [(Cell("plain", c, s, count(c)),) for s in args.sizes for c in args.conc]
     if not args.no_auth:
         for c in args.auth_conc:
-            cells.append(Cell("client", c, 1024, count(c)))
-            cells.append(Cell("auth", c, 1024, count(c)))
-    return cells
+            groups.append((Cell("client", c, 1024, count(c)), Cell("auth", c, 1024, count(c))))
+    return groups
 
 
 def fmt_rate(runs: list[Run]) -> str:
@@ -576,19 +577,23 @@ def run_bench(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     if args.soak:
         return soak(relays, args)
 
-    cells = build_cells(args)
+    groups = build_groups(args)
+    cells = [cell for group in groups for cell in group]
     # Warm-up (not counted): process pools, caches, first queue files, first AUTH.
     for rl in relays:
         for mode in ("plain",) + (() if args.no_auth else ("auth",)):
             run = measure(rl, Cell(mode, 10, 1024, 50 if args.quick else 200), timeout=args.timeout,
                           stall=args.stall)
+            mem = rl.server.memory()
+            rss = f", rss {mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f})" if mem else ""
+            print(f"  {rl.system:<8} warm-up {mode}: {run.received}/{run.cell.messages}{rss}", flush=True)
             if run.received == 0:
                 rl.broken = f"warm-up ({mode}) relayed nothing: {run.note}"
                 print(f"{rl.system}: {rl.broken}\n{rl.server.story()}", file=sys.stderr, flush=True)
     rounds = 1 if args.quick and not args.rounds else (args.rounds or 2)
-    for cell in cells:
+    for group in groups:
         for rnd in range(rounds):
-            for rl in relays:  # A/B/A/B: the relays alternate within every cell
+            for cell, rl in ((cell, rl) for cell in group for rl in relays):  # A/B/A/B
                 if rl.broken or cell.mode in rl.skipped_modes:
                     continue
                 run = measure(rl, cell, timeout=args.timeout, stall=args.stall)
