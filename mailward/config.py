@@ -407,7 +407,22 @@ def load_config(path: Path, *, resolve: bool = True) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_config(text, str(path), path.resolve().parent if resolve else None)
+    cfg = parse_config(text, str(path), path.resolve().parent if resolve else None)
+    if resolve:
+        check_secret_files(cfg)
+    return cfg
+
+
+def check_secret_files(cfg: Config) -> None:
+    """Refuse, at load time, a secret file named by the config that others can read (the
+    parts read them only when first used; an operator must hear of a loose file at once).
+    A file that does not exist yet is left to the part that reads it."""
+    paths = [o.password_file for o in cfg.outgoing_auth.values() if o.password_file]
+    paths += [p.bind_password_file for p in cfg.auth_profiles.values()
+              if isinstance(p, LdapProfile) and p.bind_password_file]
+    for path in paths:
+        if path.exists():
+            check_secret_file(path)
 
 
 def check_secret_file(path: Path) -> None:
