@@ -45,9 +45,11 @@ class RecordingSink:
     ``start()`` listens again on the same port.
     """
 
-    def __init__(self, host: str = LOOPBACK, port: int | None = None):
+    def __init__(self, host: str = LOOPBACK, port: int | None = None, auth: str | None = None):
         self.host = host
         self.port = port or free_port(host)
+        self.auth = auth                  # None: no AUTH offered; "accept" / "reject": AUTH PLAIN
+        self.auth_seen: list[bytes] = []  # the raw AUTH PLAIN blobs (decoded) clients sent
         self.counts: collections.Counter[str] = collections.Counter()
         self.received = 0
         self._lock = threading.Lock()
@@ -96,7 +98,15 @@ class RecordingSink:
                     return
                 verb = line[:4].upper()
                 if verb == b"EHLO":
-                    writer.write(b"250-sink.reliability.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                    auth = b"250-AUTH PLAIN\r\n" if self.auth else b""
+                    writer.write(b"250-sink.reliability.test\r\n250-PIPELINING\r\n" + auth + b"250 8BITMIME\r\n")
+                elif verb == b"AUTH" and self.auth:
+                    import base64
+
+                    blob = line.split()[2] if len(line.split()) > 2 else b""
+                    with self._lock:
+                        self.auth_seen.append(base64.b64decode(blob))
+                    writer.write(b"235 2.7.0 ok\r\n" if self.auth == "accept" else b"535 5.7.8 no\r\n")
                 elif verb == b"HELO":
                     writer.write(b"250 sink.reliability.test\r\n")
                 elif verb in (b"MAIL", b"RSET", b"NOOP"):
