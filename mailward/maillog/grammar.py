@@ -613,8 +613,17 @@ def parse_line(line: str, *, year: int | None = None) -> LogRecord:
         # Fastest path: "Www Mmm dd HH:MM:SS YYYY Info: " seen before (most lines of a file
         # share their second with a neighbour).
         ts = _info_cache.get(line[:31])
-        if ts is not None and line[-1:] not in _EOL:
-            event, unparsed = parse_body(line[31:])
+        if ts is not None:
+            # Lines read from a file end with "\n": the body is everything up to it.
+            if line[-1:] == "\n":
+                body = line[31:-1]
+                if body[-1:] == "\r":
+                    body = body.rstrip("\r\n")
+            elif line[-1:] == "\r":
+                body = line[31:].rstrip("\r\n")
+            else:
+                body = line[31:]
+            event, unparsed = parse_body(body)
             return _record(ts, None, None, "Info", event, line, unparsed, None, True)
         return _parse_line(line, year)
     except Exception:  # the contract is "never raises": anything unforeseen is reported, not thrown
