@@ -331,7 +331,9 @@ class Spool:
             # The body file may go only once the record that finishes the message is on disk.
             path = self.root / LARGE / str(d["m"])
             on_durable = lambda _item: _unlink(path)  # noqa: E731
-        await committer.submit(data, on_durable=on_durable).fut
+        # Outcomes are lazy: nobody waits on a socket for them, so they ride along with the
+        # next reception's fdatasync when one comes within a few milliseconds.
+        await committer.submit(data, on_durable=on_durable, lazy=rtype != T_DELETE).fut
 
     # --- reclaim and compaction ------------------------------------------------------------------
 
