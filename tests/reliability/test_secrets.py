@@ -224,7 +224,10 @@ def test_loose_secret_file_refused_without_echoing_it(setup, name, mode):
     if name != "users.db":                  # the users file is the store's to check, at open
         runs.append([str(MAILWARD), "config", "check", str(cfg)])
     for cmd in runs:
-        out = subprocess.run(cmd, capture_output=True, timeout=30)
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{' '.join(cmd[1:3])} accepted a secret file of mode {mode:04o} (still running)")
         err = out.stdout + out.stderr
         assert out.returncode != 0, (cmd, err)
         assert name.encode() in err, err
