@@ -52,6 +52,7 @@ class RecordingSink:
         self.auth_seen: list[bytes] = []  # the raw AUTH PLAIN blobs (decoded) clients sent
         self.counts: collections.Counter[str] = collections.Counter()
         self.received = 0
+        self.cut = 0                      # connections dropped by kill() (mid-command or mid-DATA)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="recording-sink", daemon=True)
@@ -74,6 +75,7 @@ class RecordingSink:
                 self._server.close()
                 self._server = None
             for w in list(self._writers):
+                self.cut += 1
                 w.transport.abort()
             self._writers.clear()
         self._call(go())
@@ -341,6 +343,7 @@ class CrashReport:
     unacknowledged_delivered: int      # no 250 seen (killed mid-DATA), delivered anyway: allowed
     gateway_kills: int
     destination_kills: int
+    destination_connections_cut: int  # open delivery connections dropped by the destination kills
     connections: int
     drained: bool
     seconds: float
@@ -351,6 +354,7 @@ class CrashReport:
                 ("lost", self.lost), ("duplicated", self.duplicated),
                 ("unacknowledged but delivered", self.unacknowledged_delivered),
                 ("gateway SIGKILLs", self.gateway_kills), ("destination kills", self.destination_kills),
+                ("destination connections cut", self.destination_connections_cut),
                 ("client connections", self.connections), ("queue drained", self.drained),
                 ("seconds", f"{self.seconds:.1f}")]
         return "\n".join(f"  {k:<30} {v}" for k, v in rows)
@@ -414,7 +418,8 @@ def crash_scenario(root: Path, *, total: int, clients: int, gateway_kills: int, 
         sent=result.sent, acknowledged=len(acked), delivered=sum(1 for m in acked if got[m]), lost=len(lost),
         duplicated=sum(c - 1 for c in got.values() if c > 1),
         unacknowledged_delivered=sum(1 for m in got if m not in acked),
-        gateway_kills=gw.kills, destination_kills=destination_kills, connections=result.attempts,
+        gateway_kills=gw.kills, destination_kills=destination_kills, destination_connections_cut=sink.cut,
+        connections=result.attempts,
         drained=drained, seconds=time.monotonic() - t0, lost_ids=lost[:20])
 
 
