@@ -61,7 +61,16 @@ class CountingSink:
     _MESG = re.compile(rb"mesg=(\d+)")
     _COUNTERS = re.compile(rb"(?:sess|quit|mesg)=\d+\s*|\r")
 
-    def __init__(self) -> None:
+    def __init__(self, private_dir: Path | None = None) -> None:
+        # Run smtp-sink through a symlink with a private name: a broad `pkill smtp-sink` run
+        # by anyone else on a shared machine must not end a measurement half way.
+        self.program = shutil.which("smtp-sink") or "smtp-sink"
+        if private_dir is not None:
+            private_dir.mkdir(parents=True, exist_ok=True)
+            link = private_dir / "mwbench-sink"
+            if not link.exists():
+                link.symlink_to(self.program)
+            self.program = str(link)
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.count = 0
@@ -76,7 +85,7 @@ class CountingSink:
         if not self.port:
             self.port = free_port(LOOPBACK)
         self.other_output = b""
-        cmd = ["smtp-sink", "-c", "-4", f"{LOOPBACK}:{self.port}", "1024"]
+        cmd = [self.program, "-c", "-4", f"{LOOPBACK}:{self.port}", "1024"]
         if os.geteuid() == 0:
             cmd[1:1] = ["-u", "nobody"]  # smtp-sink refuses to run as root without it
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -556,7 +565,7 @@ def run_bench(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
     print(f"load average at the start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     systems = ["mailward", "postfix"] if args.only is None else [args.only]
     for system in systems:
-        sink = CountingSink().start()
+        sink = CountingSink(tmp / "bin").start()
         stack.callback(sink.stop)
         if system == "postfix":
             server = PostfixRelay(sink.port)
