@@ -156,7 +156,11 @@ class RecordingSink:
 # --- the gateway process -------------------------------------------------------------------
 
 def gateway_config(root: Path, port: int, dest_port: int, *, listener_extra: str = "", extra: str = "",
-                   delivery_extra: str = "") -> str:
+                   delivery_extra: str = "", loopback_relays: bool = True, hash_chain: bool = False) -> str:
+    """A gateway relaying everything to ``dest_port``. ``loopback_relays``: 127/8 may relay
+    without AUTH (the load clients); False: everyone is only ACCEPTed (relay attempts fail)."""
+    hat = ('group = "RELAYLIST"\nmatch = ["127.0.0.0/8"]\npolicy = "RELAY"' if loopback_relays
+           else 'group = "None"\nmatch = ["ALL"]\npolicy = "ACCEPT"')
     return f"""
 [gateway]
 hostname = "gw.reliability.test"
@@ -165,7 +169,7 @@ log_dir = "{root / 'log'}"
 serial = "MWREL-0001"
 
 [logging]
-hash_chain = false
+hash_chain = {"true" if hash_chain else "false"}
 
 [dns]
 reverse_lookups = false
@@ -190,9 +194,7 @@ max_messages_per_connection = 1000
 {listener_extra}
 
 [[listener.hat]]
-group = "RELAYLIST"
-match = ["127.0.0.0/8"]
-policy = "RELAY"
+{hat}
 
 [[route]]
 domain = "ALL"
