@@ -80,7 +80,7 @@ def test_slowloris_from_one_address_does_not_stop_service_for_another(gw):
             assert code == 421 and "too many connections" in text
         # another address is served normally, several times over
         times = [deliver_one(gw.port, "127.0.0.2", f"other{n}@t") for n in range(3)]
-        assert max(times) < 3.0, times
+        assert max(times) < 5.0, times
     finally:
         stop.set()
         t.join(5)
@@ -128,11 +128,11 @@ def test_timeouts_close_with_421(quick_gw, phase):
         if phase == "data":
             c.send(b"Subject: half a message\r\n")       # then silence
         t0 = time.monotonic()
-        replies = c.replies_until_close(timeout=5)
+        replies = c.replies_until_close(timeout=8)
         waited = time.monotonic() - t0
     assert [code for code, _ in replies] == [421], replies
     assert "timeout" in replies[0][1]
-    assert 0.4 < waited < 3.0, waited
+    assert 0.4 < waited < 6.0, waited       # 0.6 s configured; generous for a loaded machine
     bodies = quick_gw.log_bodies()
     assert any(line.endswith("lost") or "lost" in line for line in bodies), bodies[-5:]
     assert list(quick_gw.gateway.spool.messages()) == []
