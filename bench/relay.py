@@ -580,7 +580,9 @@ def run_bench(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
                 print(f"mailward did not start: {exc}\n{server.story()}", file=sys.stderr)
                 return 2
         relays.append(Relay(system, server, sink))
-        print(f"{system}: plain port {server.plain_port}, AUTH port {server.auth_port}, sink {sink.port}",
+        mem = server.memory()
+        rss = f", rss {mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f})" if mem else ""
+        print(f"{system}: plain port {server.plain_port}, AUTH port {server.auth_port}, sink {sink.port}{rss}",
               flush=True)
 
     if args.soak:
