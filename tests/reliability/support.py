@@ -45,8 +45,12 @@ class RecordingSink:
     ``start()`` listens again on the same port.
     """
 
-    def __init__(self, host: str = LOOPBACK, port: int | None = None, auth: str | None = None):
+    def __init__(self, host: str = LOOPBACK, port: int | None = None, auth: str | None = None,
+                 data_delay: float = 0.0):
         self.host = host
+        # Time between the final dot and recording + 250: a destination that "thinks" a
+        # little, so that a kill lands mid-DATA rather than between messages.
+        self.data_delay = data_delay
         self.port = port or free_port(host)
         self.auth = auth                  # None: no AUTH offered; "accept" / "reject": AUTH PLAIN
         self.auth_seen: list[bytes] = []  # the raw AUTH PLAIN blobs (decoded) clients sent
@@ -123,6 +127,10 @@ class RecordingSink:
                     body = await self._read_data(reader)
                     if body is None:
                         return
+                    if self.data_delay:
+                        await asyncio.sleep(self.data_delay)
+                        if writer.transport.is_closing():
+                            return              # killed before it could take the message
                     m = MESSAGE_ID.search(body)
                     with self._lock:
                         self.received += 1
@@ -372,7 +380,7 @@ def crash_scenario(root: Path, *, total: int, clients: int, gateway_kills: int, 
 
     rng = random.Random(seed)
     t0 = time.monotonic()
-    sink = RecordingSink().start()
+    sink = RecordingSink(data_delay=0.01).start()
     port = free_port()
     cfg = root / "mailward.toml"
     cfg.write_text(gateway_config(root, port, sink.port))
