@@ -85,7 +85,9 @@ def _fmt_rids(rids: tuple[int, ...]) -> str:
 def _parse_rids(text: str) -> tuple[int, ...]:
     if not text:
         return ()
-    return tuple(int(x) for x in text.split(", "))
+    if "," not in text:
+        return (int(text),)
+    return tuple(map(int, text.split(", ")))
 
 
 def _fmt_qs(value: str, style: str, limit: int | None) -> str:
@@ -471,20 +473,13 @@ _ID_ORDER = ("MID", "DCID", "ICID")
 def _typed(body: str) -> ev.Event | None:
     """The event of the first template that reads ``body`` (trailing spaces stripped), or None."""
     words = body.split(" ", 3)
-    if len(words) > 2:
-        parsers = _BY_KEY2.get((words[0], words[2]))
-        if parsers is not None:
-            for parse in parsers:
-                e = parse(body)
-                if e is not None:
-                    return e
-            return None
-    parsers = _BY_KEY1.get(words[0])
-    if parsers is not None:
-        for parse in parsers:
-            e = parse(body)
-            if e is not None:
-                return e
+    parsers = _BY_KEY2.get((words[0], words[2])) if len(words) > 2 else None
+    if parsers is None:
+        parsers = _BY_KEY1.get(words[0], ())
+    for parse in parsers:
+        e = parse(body)
+        if e is not None:
+            return e
     return None
 
 
@@ -647,8 +642,17 @@ def parse_line(line: str, *, year: int | None = None) -> LogRecord:
                 body = line[31:]
             if body[-1:] == " ":
                 body = body.rstrip(" ")
-            event = _typed(body)
-            if event is None:
+            # _typed inlined (one call less per line)
+            event = None
+            words = body.split(" ", 3)
+            parsers = _BY_KEY2.get((words[0], words[2])) if len(words) > 2 else None
+            if parsers is None:
+                parsers = _BY_KEY1.get(words[0], ())
+            for parse in parsers:
+                event = parse(body)
+                if event is not None:
+                    break
+            else:
                 event, unparsed = _fallback(body)
                 return _record(ts, None, None, "Info", event, line, unparsed, None, True)
             # _record inlined: this is the path of nearly every line of a file
