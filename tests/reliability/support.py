@@ -51,6 +51,7 @@ class RecordingSink:
         # Time between the final dot and recording + 250: a destination that "thinks" a
         # little, so that a kill lands mid-DATA rather than between messages.
         self.data_delay = data_delay
+        self.data_reply = b"250 2.0.0 Ok: recorded\r\n"   # the answer to the final dot
         self.port = port or free_port(host)
         self.auth = auth                  # None: no AUTH offered; "accept" / "reject": AUTH PLAIN
         self.auth_seen: list[bytes] = []  # the raw AUTH PLAIN blobs (decoded) clients sent
@@ -135,7 +136,7 @@ class RecordingSink:
                     with self._lock:
                         self.received += 1
                         self.counts[m.group(1).decode() if m else "<none>"] += 1
-                    writer.write(b"250 2.0.0 Ok: recorded\r\n")
+                    writer.write(self.data_reply)
                 elif verb == b"QUIT":
                     writer.write(b"221 2.0.0 Bye\r\n")
                     await writer.drain()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -58,6 +59,9 @@ def gw(tmp_path_factory):
     g.stop()
 
 
+ICID_CLOSE = re.compile(r" Info: ICID \d+ close$")
+
+
 def log_lines(g) -> list[str]:
     g.flush()
     return g.log_path.read_bytes().decode("utf-8", "surrogateescape").split("\n")[:-1]
@@ -77,7 +81,7 @@ def run_session(g, commands: list[bytes]) -> tuple[list[int], list[str]]:
     deadline = time.monotonic() + 5
     while True:
         new = log_lines(g)[before:]
-        if (new and " close" in new[-1]) or time.monotonic() > deadline:
+        if any(ICID_CLOSE.search(line) for line in new) or time.monotonic() > deadline:
             return codes, new
 
 
@@ -250,3 +254,59 @@ def test_chain_verifies_and_catches_tampering(gw, tmp_path):
             tampered.insert(target, raw[target].replace(b"failed for user: chain-user", b"succeeded for user: admin"))
         copy.write_bytes(b"\n".join(tampered))
         assert verify(copy) == 1, how
+
+
+# --- a hostile next hop: its reply text reaches the delivery lines -------------------------
+
+REPLY_TEXTS = {
+    "bare-lf-fake-line": b"2.0.0 Ok\nWed Apr 22 11:44:48 2009 Info: MID 1 RID [0] Response 'forged'",
+    "bare-cr": b"2.0.0 Ok\rWed Apr 22 11:44:48 2009 Info: Message finished MID 1 done",
+    "nul-controls": b"2.0.0 a\x00b\x01\x1b[31m\x7f",
+    "invalid-utf8-c1": b"2.0.0 \xff\xfe\xc2\x85\xe2\x80\xa8 done",
+    "quote-and-backslash": b"2.0.0 it's \\n' ok",
+    "long": b"2.0.0 " + b"R" * 480,              # a reply line may be 512 bytes (RFC 5321)
+}
+
+
+def test_hostile_destination_replies_add_no_line(tmp_path):
+    from tests.reliability.support import RecordingSink
+
+    UserStore(tmp_path / "users.db", create=True)
+    sink = RecordingSink().start()
+    extra = f"""
+[delivery]
+initial_retry = 1
+
+[[route]]
+domain = "ALL"
+hosts = [{{ host = "127.0.0.1", port = {sink.port} }}]
+tls = "off"
+"""
+    g = start_gateway(config_text(tmp_path, extra=extra), tmp_path, delivery=True)
+
+    def one(reply: bytes, code: bytes = b"250") -> list[str]:
+        sink.data_reply = code + b" " + reply + b"\r\n"
+        before = len(log_lines(g))
+        got = sink.received
+        codes, _ = run_session(g, [b"EHLO client.test\r\n", b"MAIL FROM:<>\r\n", b"RCPT TO:<x@dest.test>\r\n",
+                                   b"DATA\r\n", b"Subject: s\r\n\r\nbody\r\n.\r\n"])
+        assert codes[-1] == 250
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            new = log_lines(g)[before:]
+            if sink.received > got and any("Message finished" in line for line in new):
+                return new
+            time.sleep(0.05)
+        raise AssertionError(f"no delivery for {reply[:60]!r}: {log_lines(g)[before:][-4:]}")
+
+    try:
+        for code in (b"250", b"550"):
+            base = one(b"2.0.0 benign reply", code)
+            for name, text in REPLY_TEXTS.items():
+                new = one(text, code)
+                # the delivery connection may be reused or not: compare the message's own lines
+                strip = lambda ks: [k for k in ks if not k.startswith(("NewDcid", "DcidClose", "DeliveryStart"))]  # noqa: E731
+                assert strip(kinds(new)) == strip(kinds(base)), (code, name, new)
+    finally:
+        g.stop()
+        sink.close()
