@@ -3,9 +3,10 @@
 Owns: a mailward gateway run as a separate process (`mailward run --config FILE`) that can
 be SIGKILLed and restarted on the same spool and port; a recording SMTP destination that
 counts deliveries per Message-ID and can itself be killed mid-delivery and restarted on the
-same port; and a load client that sends messages with unique Message-IDs and remembers which
-ones got a 250. Must not know mailward's internals: it talks to the gateway only through its
-CLI, its config file and SMTP, as an operator would.
+same port; a load client that sends messages with unique Message-IDs and remembers which
+ones got a 250; the crash scenario the CI test and `bench/reliability.py` share; and a
+byte-exact SMTP client for hostile input. Must not know mailward's internals: it talks to the
+gateway only through its CLI, its config file and SMTP, as an operator would.
 """
 from __future__ import annotations
 
