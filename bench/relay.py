@@ -522,41 +522,54 @@ def fmt_rate(runs: list[Run]) -> str:
     return f"{rate:,.0f}{mark}"
 
 
-def median_rate(runs: list[Run]) -> float | None:
-    return statistics.median(r.rate for r in runs) if runs else None
+def paired(a: list[Run], b: list[Run]) -> list[float]:
+    """Round-by-round ratios a/b: runs of one round ran back to back, under the same load."""
+    return [x.rate / y.rate for x, y in zip(a, b) if x.rate > 0 and y.rate > 0]
+
+
+def fmt_ratio(ratios: list[float], *, percent: bool = False) -> str:
+    """Median of the paired ratios with their range: the spread says how far to trust it."""
+    if not ratios:
+        return "-"
+    def one(r: float) -> str:
+        return f"{(r - 1) * 100:+.0f}%" if percent else f"{r:.2f}"
+    mid = one(statistics.median(ratios))
+    if len(ratios) == 1:
+        return mid if percent else mid + "x"
+    lo, hi = one(min(ratios)), one(max(ratios))
+    return f"{mid}{'' if percent else 'x'} ({lo}..{hi})"
 
 
 def print_table(relays: list[Relay], cells: list[Cell]) -> None:
-    by = {(r.system, r.cell): [] for rl in relays for r in rl.runs}
+    by: dict[tuple[str, Cell], list[Run]] = {}
     for rl in relays:
         for r in rl.runs:
             by.setdefault((r.system, r.cell), []).append(r)
     print()
-    print("msg/s end to end, counted at the sink (median of rounds; * = a run was incomplete)")
-    print(f"{'cell':<22} {'mailward':>10} {'postfix':>10} {'ratio':>7}   {'mw accept':>9} {'pf accept':>9}")
+    print("msg/s end to end, counted at the sink (median of rounds; * = a run was incomplete);")
+    print("ratio = mailward/Postfix, median of the round-by-round ratios (range in brackets)")
+    print(f"{'cell':<22} {'mailward':>9} {'postfix':>9}  {'ratio':<22} {'mw accept':>9} {'pf accept':>9}")
     for cell in cells:
         mw = by.get(("mailward", cell), [])
         pf = by.get(("postfix", cell), [])
-        mr, pr = median_rate(mw), median_rate(pf)
-        ratio = f"{mr / pr:.2f}x" if mr and pr else "-"
 
         def acc(runs: list[Run]) -> str:
             return f"{statistics.median(cell.messages / r.accept_seconds for r in runs):,.0f}" if runs else "-"
 
-        print(f"{cell.label:<22} {fmt_rate(mw):>10} {fmt_rate(pf):>10} {ratio:>7}   {acc(mw):>9} {acc(pf):>9}")
-    # AUTH cost: the same asyncio client with and without AUTH PLAIN, per relay.
+        print(f"{cell.label:<22} {fmt_rate(mw):>9} {fmt_rate(pf):>9}  {fmt_ratio(paired(mw, pf)):<22} "
+              f"{acc(mw):>9} {acc(pf):>9}")
+    # AUTH cost: the same asyncio client with and without AUTH PLAIN, per relay, per round.
     lines = []
     for cell in cells:
         if cell.mode != "auth":
             continue
         plain = Cell("client", cell.concurrency, cell.size, cell.messages)
-        costs = []
-        for system in ("mailward", "postfix"):
-            a, p = median_rate(by.get((system, cell), [])), median_rate(by.get((system, plain), []))
-            costs.append(f"{(a / p - 1) * 100:+.0f} %" if a and p else "-")
-        lines.append(f"  c={cell.concurrency:<3} mailward {costs[0]:>6}   postfix {costs[1]:>6}")
+        costs = [fmt_ratio(paired(by.get((system, cell), []), by.get((system, plain), [])), percent=True)
+                 for system in ("mailward", "postfix")]
+        lines.append(f"  c={cell.concurrency:<3} mailward {costs[0]:<20} postfix {costs[1]}")
     if lines:
         print("\nAUTH PLAIN on every connection: msg/s change against the same client without AUTH")
+        print("(median of the round-by-round changes, range in brackets)")
         print("\n".join(lines))
 
 
