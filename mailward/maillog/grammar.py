@@ -216,6 +216,7 @@ class _Compiled:
         self.fixed = fixed
         self.pieces = tuple(lits)
         rx = ["^", re.escape(lits[0])]
+        optional = set()        # slots whose group may be None (an empty last field)
         for i, slot in enumerate(slots):
             last_lit = lits[i + 1]
             at_end = i == len(slots) - 1 and last_lit == ""
@@ -225,6 +226,7 @@ class _Compiled:
                 rx.pop()
                 rx.append(re.escape(lits[i][:-1]))
                 rx.append("(?: " + _slot_regex(slot, True) + ")?")
+                optional.add(i)
             else:
                 rx.append(_slot_regex(slot, at_end))
             rx.append(re.escape(last_lit))
@@ -232,9 +234,9 @@ class _Compiled:
         self.regex = re.compile("".join(rx), re.DOTALL)
         self.match = self.regex.match
         self.convs = tuple(_PARSERS[s.kind] for s in slots)
-        self.parse = self._compile_parser()
+        self.parse = self._compile_parser(optional)
 
-    def _compile_parser(self):
+    def _compile_parser(self, optional: set[int]):
         """A function ``body -> event | None`` generated for this shape: match, then build the
         event positionally with no loop, no kwargs and no per-field calls where an inline
         expression does (ints, yes/no, text without a backslash). Reading logs spends most of
@@ -249,24 +251,26 @@ class _Compiled:
                 i = names.index(f.name)
                 conv = self.convs[i]
                 if conv is _p_int:
-                    args.append("int(g[%d])" % i)
+                    args.append("int(g%d)" % i)
+                elif conv is _p_text and i in optional:
+                    args.append('("" if g%d is None else (unesc(g%d) if "\\\\" in g%d else g%d))' % (i, i, i, i))
                 elif conv is _p_text:
                     # Most values hold no backslash: no call at all then.
-                    args.append('("" if (x := g[%d]) is None else (unesc(x) if "\\\\" in x else x))' % i)
+                    args.append('(unesc(g%d) if "\\\\" in g%d else g%d)' % (i, i, i))
                 elif conv is _p_same:
-                    args.append("g[%d]" % i)
+                    args.append("g%d" % i)
                 elif conv is _p_yn:
-                    args.append('g[%d] == "yes"' % i)
+                    args.append('g%d == "yes"' % i)
                 elif conv is _p_sf:
-                    args.append('g[%d] == "succeeded"' % i)
+                    args.append('g%d == "succeeded"' % i)
                 elif conv is _parse_qs:
                     env["c%d" % n] = conv
                     qs_var = "q%d" % n
-                    pre.append("    %s = c%d(g[%d])" % (qs_var, n, i))
+                    pre.append("    %s = c%d(g%d)" % (qs_var, n, i))
                     args.append("%s[0]" % qs_var)
                 else:
                     env["c%d" % n] = conv
-                    args.append("c%d(g[%d])" % (n, i))
+                    args.append("c%d(g%d)" % (n, i))
             elif f.name == "quote" and any(sl.kind == "qs" for sl in self.slots):
                 # implied by the qs slot (its quoting style)
                 args.append(None)
@@ -274,8 +278,11 @@ class _Compiled:
                 env["k%d" % n] = self.fixed.get(f.name)
                 args.append("k%d" % n)
         args = [("%s[1]" % qs_var) if a is None else a for a in args]
-        head = ["def parse(body):", "    m = match(body)", "    if m is None:", "        return None",
-                "    g = m.groups()"] + pre
+        head = ["def parse(body):", "    m = match(body)", "    if m is None:", "        return None"]
+        if names:
+            # unpacked into locals: cheaper than indexing the tuple once per field
+            head.append("    %s, = m.groups()" % ", ".join("g%d" % i for i in range(len(names))))
+        head += pre
         setters = _slot_setters(self.cls)
         if setters is None:
             lines = head + ["    return cls(%s)" % ", ".join(args)]
@@ -631,15 +638,9 @@ def parse_line(line: str, *, year: int | None = None) -> LogRecord:
         # share their second with a neighbour).
         ts = _info_cache.get(line[:31])
         if ts is not None:
-            # Lines read from a file end with "\n": the body is everything up to it.
-            if line[-1:] == "\n":
-                body = line[31:-1]
-                if body[-1:] == "\r":
-                    body = body.rstrip("\r\n")
-            elif line[-1:] == "\r":
-                body = line[31:].rstrip("\r\n")
-            else:
-                body = line[31:]
+            # The body without its line end, then without trailing spaces (in that order, as
+            # _parse_line does). One C call beats testing the last characters in Python.
+            body = line[31:].rstrip("\r\n")
             if body[-1:] == " ":
                 body = body.rstrip(" ")
             # _typed inlined (one call less per line)
