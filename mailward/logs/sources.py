@@ -270,14 +270,16 @@ class Reader:
             needle = None
         nhead = len(head)
         skipped = 0
+        filtering = needle is not None or search is not None
         for line in chain(head, it):
             n += 1
-            if n > nhead and ((needle is not None and needle not in line)
-                              or (search is not None and search(line) is None)):
+            if filtering and n > nhead and ((needle is not None and needle not in line)
+                                            or (search is not None and search(line) is None)):
                 skipped += 1
                 continue
             rec = parse(line)
             ev = rec.event
+            unparsed = rec.unparsed
             # Which appliance: serial from header wins; else the syslog host.
             app = serial if serial is not None else (rec.host or "")
             if app is not last_app:
@@ -286,14 +288,14 @@ class Reader:
                     app_counts = by_app[app] = [0, 0, 0]
                 last_app = app
             app_counts[0] += 1
-            if rec.unparsed is not None:
+            if unparsed is not None:
                 app_counts[2] += 1
                 kind = unparsed_kind(rec)
                 by_kind[kind] = by_kind.get(kind, 0) + 1
                 if kind not in stats.examples:
                     stats.examples[kind] = rec.raw.rstrip("\n")[:300]
             if ev is not None:
-                if rec.unparsed is None:
+                if unparsed is None:
                     app_counts[1] += 1
                 cls = ev.__class__
                 if cls is VersionInfo:
