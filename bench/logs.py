@@ -14,22 +14,32 @@ written by the gateway's own formatter) into a temporary directory, then times:
               unparsed, then reader + correlator + AUTH report on the rest
   track-cmd   what ``mailward logs track --mid M`` runs: id scans, then only those lines parsed
   correlate   the correlator + AUTH report alone, on records parsed beforehand
+  parallel    (``--parallel``, an experiment, not how the toolkit reads) byte ranges of the file
+              parsed in a pool of worker processes into compact tuples (event = class id +
+              field values), events and records rebuilt and correlated in order in this process;
+              prints wall-clock lines/s and this process's CPU time
 
-Usage: python bench/logs.py [--lines N] [--repeat R] [--profile] [--keep FILE]
+Usage: python bench/logs.py [--lines N] [--repeat R] [--only NAMES] [--parallel [WORKERS]]
+                            [--profile] [--keep FILE] [--input FILE]
 Figures are lines per second of *CPU time* of this process, best of R runs (the wall time is
 printed too: on a shared machine it varies with other load). ``--profile`` prints where the
-time goes in the full run.
+time goes in the full run. ``--only parse,full`` runs only those stages; ``--input`` times an
+existing log instead of generating one.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import itertools
 import os
+import pickle
 import pstats
 import sys
 import tempfile
 import time
+from datetime import datetime
+from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +49,8 @@ from mailward.logs.authreport import AuthReport  # noqa: E402
 from mailward.logs.correlate import Correlator  # noqa: E402
 from mailward.logs.detect import Detector  # noqa: E402
 from mailward.logs.sources import Reader  # noqa: E402
+from mailward.maillog import events as E  # noqa: E402
+from mailward.maillog import grammar  # noqa: E402
 from mailward.maillog.grammar import parse_line  # noqa: E402
 
 
@@ -138,27 +150,126 @@ def t_detect(path: str) -> int:
     return r.stats.lines
 
 
+# --- the parallel experiment ---------------------------------------------------------------
+# Measures whether parsing in worker processes pays on this machine: the main process still has
+# to unpickle every line, rebuild its event and record (frozen values cannot cross a process
+# boundary cheaply: pickling one goes through Python-level __getstate__/__setstate__) and run the
+# correlator, which must see lines in order.
+
+_CLASSES = [c for c in vars(E).values() if isinstance(c, type) and issubclass(c, E.Event)]
+_CLASS_ID = {c: i for i, c in enumerate(_CLASSES)}
+_FIELDS = [tuple(f.name for f in dataclasses.fields(c)) for c in _CLASSES]
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _byte_ranges(path: str, size: int = 4 << 20) -> list[tuple[str, int, int]]:
+    """The file cut into ranges of about ``size`` bytes, each ending at a line end."""
+    total = os.path.getsize(path)
+    out, pos = [], 0
+    with open(path, "rb") as f:
+        while pos < total:
+            end = min(pos + size, total)
+            if end < total:
+                f.seek(end)
+                end += len(f.readline())
+            out.append((path, pos, end))
+            pos = end
+    return out
+
+
+def _parse_range(job: tuple[str, int, int]) -> bytes:
+    """Worker: one byte range -> pickled list of (utc_seconds, level, raw, unparsed, class id, values).
+    The synthetic log's time offset is 0, so local time is UTC here."""
+    path, start, end = job
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    out = []
+    add = out.append
+    last_dt = last_ts = None
+    for line in data.decode("utf-8", "replace").splitlines(True):
+        rec = parse_line(line)
+        dt = rec.timestamp
+        if dt is not last_dt:
+            last_dt, last_ts = dt, (None if dt is None else (dt - _EPOCH).total_seconds())
+        e = rec.event
+        if e is None:
+            add((last_ts, rec.level, rec.raw, rec.unparsed, -1, None))
+        else:
+            c = _CLASS_ID[e.__class__]
+            add((last_ts, rec.level, rec.raw, rec.unparsed, c, tuple([getattr(e, n) for n in _FIELDS[c]])))
+    return pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+
+
+def _builders() -> list:
+    """Per event class, ``values -> event`` by slot setters (the grammar's own fast build)."""
+    out = []
+    for cls in _CLASSES:
+        env = {"cls": cls, "new": object.__new__}
+        src = ["def build(v):", "    o = new(cls)"]
+        for i, f in enumerate(dataclasses.fields(cls)):
+            env["s%d" % i] = getattr(cls, f.name).__set__
+            src.append("    s%d(o, v[%d])" % (i, i))
+        exec("\n".join(src + ["    return o", ""]), env)   # no loop per field: its best case
+        out.append(env["build"])
+    return out
+
+
+def t_parallel(path: str, workers: int) -> None:
+    builders = _builders()
+    rep = AuthReport(keep_attempts=False)
+    corr = Correlator(on_auth=rep.add)
+    feed = corr.feed
+    record = grammar._record    # the grammar's LogRecord builder (same value as LogRecord(...))
+    n = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    with get_context("fork").Pool(workers) as pool:
+        for blob in pool.imap(_parse_range, _byte_ranges(path)):
+            for ts, level, raw, unparsed, c, values in pickle.loads(blob):
+                ev = builders[c](values) if c >= 0 else None
+                feed("", ts, record(None, None, None, level, ev, raw, unparsed, None, True))
+                n += 1
+    corr.flush()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert rep.inbound.successes > 0 and corr.counters.finished > 0
+    print(f"{'parallel':<12} {n / wall / 1e3:8.0f} k lines/s WALL ({workers} workers; {wall:.2f} s wall, "
+          f"{cpu:.2f} s CPU in the main process, {n:,} lines)")
+
+
+STAGES = (("read", t_read), ("parse", t_parse), ("reader", t_reader), ("full", t_full),
+          ("detect-cmd", t_detect), ("auth-cmd", t_auth), ("track-cmd", t_track))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--keep", help="also keep the generated log at this path")
+    ap.add_argument("--input", help="time this existing synthetic log instead of generating one")
+    ap.add_argument("--only", help="comma-separated stages to run (%s, correlate)" % ",".join(n for n, _ in STAGES))
+    ap.add_argument("--parallel", type=int, nargs="?", const=2, default=0, metavar="WORKERS",
+                    help="also time the parallel-parsing experiment (default 2 workers)")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mail.current")
-        t0 = time.perf_counter()
-        with open(path, "w", encoding="utf-8") as f:
-            n = synth.write(f, args.lines)
-        gen = time.perf_counter() - t0
-        size = os.path.getsize(path)
-        print(f"generated {n:,} lines ({size / 1e6:.0f} MB) in {gen:.1f} s "
-              f"({n / gen / 1e3:.0f} k lines/s through format_file_line)")
+        if args.input:
+            path = args.input
+        else:
+            path = os.path.join(tmp, "mail.current")
+            t0 = time.perf_counter()
+            with open(path, "w", encoding="utf-8") as f:
+                n = synth.write(f, args.lines)
+            gen = time.perf_counter() - t0
+            size = os.path.getsize(path)
+            print(f"generated {n:,} lines ({size / 1e6:.0f} MB) in {gen:.1f} s "
+                  f"({n / gen / 1e3:.0f} k lines/s through format_file_line)")
         if args.keep:
             Path(args.keep).write_bytes(Path(path).read_bytes())
-        for name, fn in (("read", t_read), ("parse", t_parse), ("reader", t_reader),
-                         ("full", t_full), ("detect-cmd", t_detect), ("auth-cmd", t_auth), ("track-cmd", t_track)):
+        for name, fn in STAGES:
+            if only is not None and name not in only:
+                continue
             best = None
             wall = None
             for _ in range(args.repeat):
@@ -169,7 +280,10 @@ def main() -> None:
                 wall = dt if wall is None or dt < wall else wall
             print(f"{name:<12} {got / best / 1e3:8.0f} k lines/s   ({best:.2f} s CPU, {wall:.2f} s wall, "
                   f"{got:,} lines)")
-        correlate_only(path)
+        if only is None or "correlate" in only:
+            correlate_only(path)
+        if args.parallel:
+            t_parallel(path, args.parallel)
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
