@@ -31,11 +31,14 @@ Choices worth knowing:
 - The cyclic garbage collector is paused while reading (nothing built holds a cycle).
 
 Speed (``python bench/logs.py``: 1,000,000 formatter-written lines, CPU time, this 2-core machine
-shared with other work; wall-clock figures vary with that load): the grammar's ``parse_line``
-alone ~180-220 k lines/s; reader + correlator + AUTH report on every line ~130-165 k lines/s; the
-correlator + AUTH report alone ~1.0-1.1 M lines/s on records parsed beforehand; ``logs auth``
-~750-900 k lines/s and ``logs detect`` ~290-310 k lines/s thanks to their relevance filters;
-``logs track --mid`` ~1 M lines/s (id prefilter). The 1 M lines/s target for parse + correlate of
-every line is not reached: ~80 % of that time is the grammar's per-line regex matching and event
-construction (``bench/logs.py --profile``).
+quiet; under other load the figures drop by up to a third): the grammar's ``parse_line`` alone
+~280-300 k lines/s (was ~180-200 k); reader + correlator + AUTH report on every line ~200-215 k
+lines/s (was ~160 k); the correlator + AUTH report alone ~0.8-1.1 M lines/s on records parsed
+beforehand; ``logs auth`` ~0.7-0.95 M lines/s and ``logs detect`` ~280-330 k lines/s thanks to
+their relevance filters; ``logs track --mid`` ~1 M lines/s (id prefilter). The 1 M lines/s target
+for parse + correlate of every line is not reached: the correlator alone runs at about that rate,
+and the parse still costs ~30k CPU instructions per line (regex match, then one frozen event and
+one record built per line). Parsing in worker processes was measured and is slower on 2 cores
+(the main process still unpickles, rebuilds and correlates every line). Details and method:
+``bench/README.md``.
 """
