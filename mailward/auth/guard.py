@@ -105,8 +105,12 @@ class _Scope:
     def delay(self, key: str, now: float, *, others_in_flight: bool = False) -> float:
         c = self.get(key, now)
         n = len(c.times) if c else 0
-        if others_in_flight and c is not None:
-            n += max(0, c.in_flight - 1)      # parallel attempts count as the failures they likely are
+        if others_in_flight and c is not None and c.times:
+            # Parallel attempts count as the failures they likely are, but only for a key that
+            # has already failed: a busy legitimate client (many connections AUTHing at once
+            # with the right password) must not be tarpitted. Without prior failures an
+            # attacker gets at most one wave (bounded by the per-IP connection limit) free.
+            n += max(0, c.in_flight - 1)
         if n == 0 or n < self.s.free_failures or self.s.base_delay <= 0:
             return 0.0
         exp = n - self.s.free_failures

@@ -195,11 +195,42 @@ def test_parallel_attempts_from_one_address_share_the_tarpit():
     auth = Authenticator({"P": Slow()}, ListSink(), guard)
 
     async def main():
+        # one failure first: from then on the address is suspect and parallel attempts count
+        await auth.authenticate("P", Credentials("PLAIN", "u0", "x"), icid=0, client_ip="203.0.113.9")
         await asyncio.gather(*(auth.authenticate("P", Credentials("PLAIN", f"u{i}", "x"), icid=i,
-                                                 client_ip="203.0.113.9") for i in range(20)))
+                                                 client_ip="203.0.113.9") for i in range(1, 21)))
 
     asyncio.run(main())
-    assert len(slept) == 20 - 3                    # all but the first three were tarpitted
+    assert len(slept) == 21 - 3                    # all but the first three were tarpitted
     assert max(slept) == 8.0
     assert all(c.in_flight == 0 for c in guard._ip.counters.values())
-    assert guard.tracked() == (1, 20)              # 20 failures remembered, nothing leaked
+    assert guard.tracked() == (1, 21)              # 21 failures remembered, nothing leaked
+
+
+def test_parallel_successes_without_failures_are_not_tarpitted():
+    """A busy client with the right password on many connections at once pays nothing."""
+    from mailward.auth.base import AuthOutcome, Credentials, Verdict
+    from mailward.auth.service import Authenticator
+
+    class Ok:
+        name = "P"
+        mechanisms = ("PLAIN",)
+
+        async def verify(self, creds, *, icid, client_ip):
+            await asyncio.sleep(0.01)
+            return AuthOutcome(Verdict.OK, "P")
+
+    slept: list[float] = []
+
+    async def fake_sleep(d):
+        slept.append(d)
+
+    guard = AuthGuard(GuardSettings(free_failures=3, base_delay=0.5), ListSink(), sleep=fake_sleep)
+    auth = Authenticator({"P": Ok()}, ListSink(), guard)
+
+    async def main():
+        await asyncio.gather(*(auth.authenticate("P", Credentials("PLAIN", "relay", "right"), icid=i,
+                                                 client_ip="203.0.113.7") for i in range(50)))
+
+    asyncio.run(main())
+    assert [d for d in slept if d > 0] == []
