@@ -165,6 +165,10 @@ class _Session(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._stopping = False
+        # Between loop.start_tls() and the core's tls_started(), bytes can only come from the
+        # new TLS transport (start_tls stops reading the raw socket first): a client that
+        # sends EHLO right after the handshake may beat our resumption. Hold them here.
+        self._tls_early: list[bytes] | None = None
 
     # --- asyncio.Protocol callbacks ------------------------------------------------------
 
@@ -191,6 +195,9 @@ class _Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         core = self.core
         if core is None:
+            return
+        if self._tls_early is not None:
+            self._tls_early.append(data)
             return
         core.receive_data(data)
         if core.buffered > READ_HIGH_WATER and not self._read_paused:
@@ -375,17 +382,24 @@ class _Session(asyncio.Protocol):
         if self._lost:
             return False
         self._read_paused = False               # start_tls manages reading on the raw transport
+        # Plaintext pipelined after STARTTLS was already dropped by the core (injection defence);
+        # from here on only decrypted bytes can arrive.
+        self._tls_early = []
         try:
             transport = await self.loop.start_tls(
                 self.transport, self, self.server.ssl_context, server_side=True,
                 ssl_handshake_timeout=self.server.spec.tls_handshake_timeout)
         except (OSError, asyncio.TimeoutError, ConnectionError, Exception) as exc:  # noqa: B014
+            self._tls_early = None
             self._lost = True
             await self.handler.on_tls(False, None, None, str(exc) or type(exc).__name__)
             return False
         self.transport = transport
         proto, cipher = describe(transport.get_extra_info("ssl_object"))
         self.core.tls_started()
+        early, self._tls_early = self._tls_early, None
+        for chunk in early:
+            self.core.receive_data(chunk)
         await self.handler.on_tls(True, proto, cipher, None)
         return True
 

@@ -90,3 +90,19 @@ def test_curl_wrong_password_fails(gw, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert any("failed for user: ironport" in b for b in gw.log_bodies())
+
+
+def test_curl_ehlo_right_after_tls_handshake_is_answered(gw, tmp_path):
+    """curl sends EHLO the moment the TLS handshake ends; that EHLO may arrive before the
+    server's STARTTLS step has resumed. It must be answered, not dropped as injected
+    plaintext (it hung one connection in four before the fix)."""
+    msg = tmp_path / "m.txt"
+    msg.write_text("Subject: x\r\n\r\nhello\r\n")
+    codes = []
+    for _ in range(12):
+        r = subprocess.run(["curl", "-sS", "--ssl-reqd", "-k", f"smtp://127.0.0.1:{gw.port}", "--max-time", "10",
+                            "--mail-from", "a@example.test", "--mail-rcpt", "friend@elsewhere.test",
+                            "--user", "ironport:bad", "--upload-file", str(msg)],
+                           capture_output=True, text=True, timeout=30)
+        codes.append(r.returncode)
+    assert codes == [67] * 12          # 67: login denied; 28 would be a hang cut by --max-time
