@@ -321,8 +321,18 @@ class _Session(asyncio.Protocol):
             await self._flush()
             return "rejected"
         core.greet(decision.banner)
+        # A command must be complete within command_timeout of the previous one: a client
+        # trickling a byte at a time cannot hold the connection by resetting a per-read timer.
+        # The clock starts when we begin waiting after the last command was handled.
+        command_deadline = self.loop.time() + spec.command_timeout
+        progressed = False
         while True:
             event = core.next_event()
+            if event is not NEED_DATA and event is not PAUSED:
+                progressed = True
+            elif progressed:
+                progressed = False
+                command_deadline = self.loop.time() + spec.command_timeout
             if event is NEED_DATA or event is PAUSED:
                 if core.tls_pending:
                     ok = await self._starttls()
@@ -337,7 +347,10 @@ class _Session(asyncio.Protocol):
                     await self._flush()
                     return "shutdown"
                 self._resume_reading()
-                timeout = spec.data_timeout if core.in_data else spec.command_timeout
+                if core.in_data:
+                    timeout = spec.data_timeout
+                else:
+                    timeout = max(0.0, command_deadline - self.loop.time())
                 if not await self._wait_input(timeout):
                     core.refuse(Reply(421, f"4.4.2 {self.server.hostname} Error: timeout exceeded"))
                     await self._flush()

@@ -655,3 +655,49 @@ def test_factory_failure_does_not_leak_a_slot(caplog):
         with smtplib.SMTP("127.0.0.1", srv.port, timeout=5) as c:
             assert c.noop()[0] == 250
     assert any("factory broke" in (r.exc_text or str(r.exc_info)) for r in caplog.records)
+
+
+def test_command_trickled_byte_by_byte_still_times_out():
+    """The command timeout is a deadline for the whole command, not a per-read timer."""
+    import socket as _socket
+    import time as _time
+
+    from mailward.net.server import ListenerSpec, serve_listener
+
+    class H:
+        async def on_connect(self, conn):
+            from mailward.net.server import ConnectDecision
+            return ConnectDecision.accept("t ESMTP")
+
+        def ehlo_keywords(self):
+            return []
+
+        async def on_close(self, reason):
+            pass
+
+    async def main():
+        server = await serve_listener(ListenerSpec(name="T", command_timeout=0.8), None, H, hostname="t")
+        loop = asyncio.get_running_loop()
+
+        def client():
+            s = _socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            f = s.makefile("rb")
+            f.readline()
+            start = _time.monotonic()
+            try:
+                for _ in range(60):                      # 6 s of trickle if never cut
+                    s.sendall(b"N")
+                    _time.sleep(0.1)
+            except OSError:
+                pass
+            line = f.readline()
+            s.close()
+            return _time.monotonic() - start, line
+
+        took, line = await loop.run_in_executor(None, client)
+        await server.close()
+        return took, line
+
+    took, line = asyncio.run(main())
+    assert line.startswith(b"421")
+    assert took < 4.0
