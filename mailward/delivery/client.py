@@ -339,9 +339,11 @@ class SmtpConnection:
                     raw = await self.reader.readline()
                     if not raw:
                         raise EOFError()
-                    if len(raw) > MAX_REPLY_LINE or len(lines) >= MAX_REPLY_LINES:
+                    if len(lines) >= MAX_REPLY_LINES:
                         raise DeliveryFailure(stage, Kind.NETWORK, "reply too long")
-                    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    # An over-long line is cut, not refused: after DATA the next hop may already
+                    # have taken the message, and refusing its 250 would deliver it again.
+                    text = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
                     if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
                         raise DeliveryFailure(stage, Kind.NETWORK, f"malformed reply {text[:80]!r}")
                     if code is not None and int(text[:3]) != code:

@@ -339,3 +339,17 @@ def test_a_scheduler_pass_costs_the_due_messages_not_the_queue_size(tmp_path):
             assert scans["n"] == 0          # no pass walked the 300-message backlog
             assert len(list(real())) == 300
     run(go())
+
+
+def test_an_over_long_250_after_data_is_taken_not_retried(tmp_path):
+    """A next hop's 250 after DATA with an over-long text (a real server's banner-sized id)
+    means delivered: refusing it would deliver the message again on every retry."""
+    async def go():
+        async with ScriptedServer() as srv, harness(tmp_path, [route_to(srv, tls="off")]) as h:
+            srv.data_reply = "250 2.0.0 Ok: queued as " + "Q" * 6000
+            mid = await h.submit(["b@dest.test"])
+            await h.until(lambda: h.spool.get(mid) is None)
+            assert len(srv.messages) == 1
+            assert h.of(ev.MessageFinished) == [ev.MessageFinished(mid, "done")]
+            assert h.of(ev.Delayed) == []
+    run(go())

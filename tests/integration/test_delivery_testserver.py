@@ -182,7 +182,7 @@ class ScriptedServer:
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 self.messages.append(Received(conn.n, mail_from or "", tuple(rcpts), data))
-                await send(f"250 2.0.0 Ok: queued as Q{len(self.messages)}")
+                await send(getattr(self, "data_reply", None) or f"250 2.0.0 Ok: queued as Q{len(self.messages)}")
                 mail_from, rcpts = None, []
             elif verb == "RSET":
                 mail_from, rcpts = None, []
