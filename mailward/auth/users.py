@@ -266,8 +266,9 @@ def _check_password(password: str) -> None:
 def _check_mode(path: Path, mode: int) -> None:
     if not stat.S_ISREG(mode):
         raise UserStoreError(f"{path}: not a regular file")
-    if mode & (stat.S_IRWXO | stat.S_IWGRP):
-        raise UserStoreError(f"{path}: users file must not be readable or writable by others "
+    # The same rule as every other secret file (config.check_secret_file): hashes are secrets.
+    if mode & (stat.S_IRWXO | stat.S_IRWXG):
+        raise UserStoreError(f"{path}: users file must not be accessible by group or others "
                              f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
 
 

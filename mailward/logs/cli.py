@@ -338,7 +338,7 @@ def export_cmd(files, fmt, since, until, hosts, year, idle, names, output):
 def _json_dumps(doc: dict) -> str:
     import json
 
-    return json.dumps(doc, default=str, ensure_ascii=False)
+    return json.dumps(doc, default=str, ensure_ascii=True)
 
 
 def _csv_cell(v):

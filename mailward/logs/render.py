@@ -59,14 +59,14 @@ def write_csv(rows: Iterable[dict], columns: Sequence[str] | None = None,
 
 def write_json(obj, out: IO[str] | None = None) -> None:
     out = out or sys.stdout
-    json.dump(obj, out, indent=2, default=str, ensure_ascii=False)
+    json.dump(obj, out, indent=2, default=str, ensure_ascii=True)
     out.write("\n")
 
 
 def write_jsonl(rows: Iterable[dict], out: IO[str] | None = None) -> None:
     out = out or sys.stdout
     for r in rows:
-        out.write(json.dumps(r, default=str, ensure_ascii=False))
+        out.write(json.dumps(r, default=str, ensure_ascii=True))
         out.write("\n")
 
 
