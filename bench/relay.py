@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.peers.postfix import PostfixInstance, free_port, postfix_available  # noqa: E402
+from tests.peers.postfix import PostfixInstance, free_port, postfix_available, wait_for_banner  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 MAIL_FROM = "bench@client.test"
@@ -156,26 +156,6 @@ class CountingSink:
 
 
 # --- process helpers -------------------------------------------------------------------------
-
-def wait_for_banner(host: str, port: int, *, timeout: float, proc: subprocess.Popen | None = None,
-                    what: str = "server") -> None:
-    """Until ``host:port`` answers with a 220 banner; RuntimeError on timeout or if ``proc`` died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode} before listening")
-        try:
-            with socket.create_connection((host, port), timeout=1.0) as s:
-                s.settimeout(5.0)
-                if s.recv(512).startswith(b"220"):
-                    s.sendall(b"QUIT\r\n")
-                    return
-        except OSError:
-            pass
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"{what} did not answer on {host}:{port} within {timeout}s")
-        time.sleep(0.05)
-
 
 def stop_process(proc: subprocess.Popen | None, grace: float) -> None:
     """SIGTERM, then SIGKILL after ``grace`` s: only this one process, by its pid."""

@@ -220,6 +220,27 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def wait_for_banner(host: str, port: int, *, timeout: float, proc: subprocess.Popen | None = None,
+                    what: str = "server") -> None:
+    """Until ``host:port`` answers with a 220 banner; RuntimeError on timeout or if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                s.settimeout(5.0)
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{what} did not answer on {host}:{port} within {timeout}s")
+        time.sleep(0.05)
+
+
+
 class PostfixInstance:
     """One private Postfix on ``host:port`` relaying authenticated mail to a recording sink.
 
@@ -394,19 +415,10 @@ class PostfixInstance:
             raise RuntimeError(f"postfix {command} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
     def _wait_listening(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=1.0) as s:
-                    s.settimeout(5.0)
-                    if s.recv(512).startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-            except OSError:
-                pass
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"Postfix did not answer on {self.host}:{self.port}:\n{self.log_text()}")
-            time.sleep(0.05)
+        try:
+            wait_for_banner(self.host, self.port, timeout=timeout, what="Postfix")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log_text()}") from None
 
     def _own_pids(self) -> list[int]:
         """Pids of processes belonging to this instance: they carry our MAIL_CONFIG."""
