@@ -10,23 +10,15 @@ import time
 
 import pytest
 
+from tests.support.tmpfs import tmpfs
+
 from mailward.queue import Envelope, RcptState, Spool, SpoolError
 
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, timeout=10)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {r.stderr.decode(errors='replace').strip()}")
-    try:
+    with tmpfs(tmp_path, "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10)
 
 
 def body(mid: int, size: int) -> bytes:

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from tests.support.tmpfs import tmpfs
+
 from mailward.auth.users import UserStore
 from tests.reliability.support import RecordingSink, message
 from tests.support.gateway import config_text, start_gateway
@@ -25,17 +27,8 @@ LARGE_SIZE = 600_000          # above the spool's in-record threshold: needs a n
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, timeout=10)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode(errors='replace').strip()}")
-    try:
+    with tmpfs(tmp_path, "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10)
 
 
 def gateway_cfg(tmp_path, spool, sink_port: int) -> str:
