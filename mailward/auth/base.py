@@ -9,7 +9,7 @@ tell it and may retry later).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..maillog.events import Event

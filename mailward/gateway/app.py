@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .. import __version__
 from ..config import Config

@@ -4,8 +4,6 @@ Needs root to mount; skipped otherwise."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
 
 import pytest
