@@ -259,21 +259,31 @@ class SmtpConnection:
                 mail_cmd += " SMTPUTF8"
         rcpt_cmds = [f"RCPT TO:<{r}>" for r in recipients]
         if self.offers("PIPELINING"):
-            # RFC 2920: MAIL and RCPTs in one write; replies come back in order.
-            self._write_lines([mail_cmd, *rcpt_cmds])
+            # RFC 2920: MAIL, the RCPTs and DATA (last in the group) in one write; the replies
+            # come back in order. One round trip for the whole envelope.
+            self._write_lines([mail_cmd, *rcpt_cmds, "DATA"])
             mail = await self._read_reply(Stage.MAIL)
             rcpts = tuple([await self._read_reply(Stage.RCPT) for _ in rcpt_cmds])
+            reply = await self._read_reply(Stage.DATA)
+            if reply.code == 354 and not (mail.ok and any(r.ok for r in rcpts)):
+                # A server that opened DATA with nobody to deliver to: end it empty, unused.
+                await self._send_body(b"")
+                await self._read_reply(Stage.DATA)
+                reply = Reply(554, ("no valid recipients",))
             if not mail.ok:
                 raise DeliveryFailure.from_reply(Stage.MAIL, mail)
+            if not any(r.ok for r in rcpts):
+                await self.reset()
+                return TransactionResult(mail, rcpts, None)
         else:
             mail = await self.command(mail_cmd, Stage.MAIL)
             if not mail.ok:
                 raise DeliveryFailure.from_reply(Stage.MAIL, mail)
             rcpts = tuple([await self.command(c, Stage.RCPT) for c in rcpt_cmds])
-        if not any(r.ok for r in rcpts):
-            await self.reset()
-            return TransactionResult(mail, rcpts, None)
-        reply = await self.command("DATA", Stage.DATA)
+            if not any(r.ok for r in rcpts):
+                await self.reset()
+                return TransactionResult(mail, rcpts, None)
+            reply = await self.command("DATA", Stage.DATA)
         if reply.code != 354:
             raise DeliveryFailure.from_reply(Stage.DATA, reply)
         await self._send_body(body)

@@ -176,6 +176,9 @@ class ScriptedServer:
             elif verb == "RCPT":
                 rcpts.append(arg.partition(":")[2].strip().strip("<>"))
                 await send("250 2.1.5 Ok")
+            elif verb == "DATA" and not rcpts:
+                # as Postfix: a pipelined DATA after every RCPT failed is refused
+                await send("554 5.5.1 Error: no valid recipients")
             elif verb == "DATA":
                 await send("354 go ahead")
                 data = await self._read_data(reader)
