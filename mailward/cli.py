@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, default_config_text, dump, load_config, parse_config
+from .config import ConfigError, default_config_text, demo_config, dump, load_config, parse_config
 
 
 @click.group()
@@ -39,8 +39,7 @@ def run(config_path: Path | None, demo: bool) -> None:
         fail("give exactly one of --config FILE or --demo")
     try:
         if demo:
-            base = Path.cwd()
-            cfg = parse_config(default_config_text(), "example.toml", base)
+            cfg = demo_config(Path.cwd())
         else:
             cfg = load_config(config_path)
         run_gateway(cfg, demo=demo)

@@ -9,11 +9,9 @@ No file or environment is read at import time.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -350,7 +348,6 @@ def locate(text: str, loc: tuple[Any, ...]) -> int | None:
                 for k in list(counters):
                     if k.startswith(key + "."):
                         del counters[k]
-                current = parts[:-1] + [parts[-1], idx]
                 current = _expand_nested(parts, counters, idx)
             else:
                 current = parts
@@ -450,12 +447,3 @@ def dump(cfg: Config, *, non_default: bool) -> dict[str, Any]:
         return cfg.model_dump(mode="json", exclude_defaults=True)
     return cfg.model_dump(mode="json")
 
-
-def env_secret(name: str) -> str | None:
-    return os.environ.get(name)
-
-
-@dataclass(frozen=True)
-class LoadedConfig:
-    config: Config
-    path: Path | None

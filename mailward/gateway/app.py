@@ -79,9 +79,9 @@ class Gateway:
 
         for lst in cfg.listener:
             ctx = ListenerContext(
-                name=lst.name, address=lst.address, hostname=cfg.gateway.hostname,
+                name=lst.name, hostname=cfg.gateway.hostname,
                 hat=HostAccessTable.from_config(lst.hat), accepted_domains=tuple(lst.accepted_domains),
-                starttls=lst.starttls, implicit_tls=lst.implicit_tls, auth=lst.auth,
+                starttls=lst.starttls, auth=lst.auth,
                 auth_requires_tls=lst.effective_auth_requires_tls,
                 profile_name=lst.auth_profile, authenticator=self.authenticator, spool=self.spool, sink=self.sink, icids=self.icids, mids=self.mids,
                 resolver=self.resolver if cfg.dns.reverse_lookups else None,

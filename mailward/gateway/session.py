@@ -10,7 +10,7 @@ profiles verify, the sink logs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..auth.base import Credentials, Verdict
 from ..auth.service import Authenticator
@@ -30,12 +30,10 @@ class ListenerContext:
     """Everything a session of one listener needs, built once by the app from the config."""
 
     name: str
-    address: str
     hostname: str
     hat: HostAccessTable
     accepted_domains: tuple[str, ...]
     starttls: str                 # off | preferred | required
-    implicit_tls: bool
     auth: str                     # off | preferred | required
     auth_requires_tls: bool
     profile_name: str | None
@@ -48,7 +46,6 @@ class ListenerContext:
     max_message_size: int
     max_recipients: int
     dns_timeout: float = 5.0
-    stats: dict = field(default_factory=lambda: {"accepted": 0, "rejected": 0})
 
 
 def R(code: int, text: str) -> Reply:
@@ -277,7 +274,6 @@ class InboundSession:
         direction = "outbound" if self.may_relay else "inbound"
         ctx.sink.emit(ev.PolicyMatch(mid, "DEFAULT", direction))
         ctx.sink.emit(ev.QueuedForDelivery(mid))
-        ctx.stats["accepted"] += 1
         self._reset_transaction()
         return R(250, f"2.0.0 Ok: queued as {mid}")
 

@@ -243,30 +243,12 @@ class Detector:
         k = ("brute_force", app, ip)
         if len(q) >= t.brute_failures or k in self._open:
             ep, new = self._episode("brute_force", app, ip, a.ts)
-            if new:
-                ep.count = len(q)
-                ep.first = q[0][0]
-                ep.users.update(x[1] for x in q)
-                ep.add_lines(x[2] for x in q)
-                self._opened(ep)
-            else:
-                ep.count += 1
-                ep.users.add(a.user)
-                ep.add_lines([a.raw])
+            self._grow(ep, new, q, a, ep.users, (x[1] for x in q), a.user)
         users = {x[1] for x in q}
         k = ("password_spray", app, ip)
         if len(users) >= t.spray_users or k in self._open:
             ep, new = self._episode("password_spray", app, ip, a.ts)
-            if new:
-                ep.count = len(q)
-                ep.first = q[0][0]
-                ep.users.update(users)
-                ep.add_lines(x[2] for x in q)
-                self._opened(ep)
-            else:
-                ep.count += 1
-                ep.users.add(a.user)
-                ep.add_lines([a.raw])
+            self._grow(ep, new, q, a, ep.users, users, a.user)
 
     def _check_user(self, app: str, user: str, q: deque, a: AuthAttempt) -> None:
         ips = {x[1] for x in q}
@@ -274,16 +256,21 @@ class Detector:
         if len(ips) >= self.t.distributed_ips or k in self._open:
             ep, new = self._episode("distributed_attack", app, user, a.ts)
             ep.users.add(user)
-            if new:
-                ep.count = len(q)
-                ep.first = q[0][0]
-                ep.ips.update(ips)
-                ep.add_lines(x[2] for x in q)
-                self._opened(ep)
-            else:
-                ep.count += 1
-                ep.ips.add(a.client_ip or "unknown")
-                ep.add_lines([a.raw])
+            self._grow(ep, new, q, a, ep.ips, ips, a.client_ip or "unknown")
+
+    def _grow(self, ep, new: bool, q: deque, a: AuthAttempt, facet: set, seen, one) -> None:
+        """A windowed finding either opens (with the whole window of failures as its evidence)
+        or grows by the attempt that just arrived."""
+        if new:
+            ep.count = len(q)
+            ep.first = q[0][0]
+            facet.update(seen)
+            ep.add_lines(x[2] for x in q)
+            self._opened(ep)
+        else:
+            ep.count += 1
+            facet.add(one)
+            ep.add_lines([a.raw])
 
     #: The only lines the rules need (``logs detect`` parses nothing else): AUTH and the ICID
     #: lines with their addresses ("SMTP"), the MID -> ICID link, recipients, message ends.
