@@ -2,8 +2,7 @@
 
 Owns the command-line surface of the toolkit (options, choice of callbacks, exit codes). The
 work is in ``sources`` (reading), ``correlate`` (joining), ``authreport``, ``detect``, ``export``
-and ``render``. The lead mounts ``logs_group`` under the ``mailward`` command; ``verify`` (the
-hash chain) is added to this group by its owner.
+and ``render``; ``logs_group`` is mounted under the ``mailward`` command.
 """
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ from .follow import Follower
 from .model import Message
 from .pipeline import Options, host_filter, run
 from .render import progress, story_text, table, write_csv, write_json, write_jsonl
-from .sources import Reader, iso, parse_when
+from .scan import auth_scan
+from .sources import Reader, iso, open_binary, parse_when
 
 
 def _fail(msg: str) -> None:
@@ -98,9 +98,10 @@ def auth_cmd(files, fmt, since, until, hosts, year, idle, summary_only):
     """Every inbound and outbound SMTP AUTH event, and a summary per user, IP, mechanism, profile."""
     report = AuthReport(since=since, until=until, keep_attempts=not summary_only)
     with progress() as prog:
-        # Every AUTH line, and the ICID/DCID lines that give their addresses, contain "SMTP":
+        # Only the AUTH lines and the opening/closing lines of their connections are parsed:
         # the rest of the log is skipped unparsed (most of the run time is parsing).
-        stats, _ = run(files, Options(year, tuple(hosts), idle, only="SMTP"), on_auth=report.add,
+        only = auth_scan(list(files), open_binary)
+        stats, _ = run(files, Options(year, tuple(hosts), idle, only=only), on_auth=report.add,
                        progress=prog)
     _note_unparsed(stats)
     attempts = [a.as_dict() for a in report.attempts]

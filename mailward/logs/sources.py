@@ -33,6 +33,7 @@ from typing import Callable, Iterable, TextIO
 from mailward.maillog.events import TimeOffset, VersionInfo
 from mailward.maillog.grammar import LogRecord, parse_line
 
+from .scan import LineScan
 from .times import iso, parse_when  # noqa: F401 - re-exported for callers
 
 _EPOCH = datetime(1970, 1, 1)
@@ -164,6 +165,12 @@ class Reader:
         counted as skipped and never parsed, which is where nearly all the time goes. A compiled
         pattern filters on ``search``; a callable is a predicate. Header lines are always parsed."""
         self.year = year
+        # Texts and patterns become a block scan (the lines are picked out of raw bytes in C);
+        # a predicate is asked line by line.
+        if isinstance(only, (str, tuple)):
+            only = LineScan.of_texts(only)
+        elif isinstance(only, re.Pattern):
+            only = LineScan([only.pattern.encode("ascii")])
         self.only = only
         self.stats = Stats()
 
@@ -198,8 +205,11 @@ class Reader:
             try:
                 mtime = time.time() if p == "-" else os.fstat(raw.fileno()).st_mtime
                 self.stats.files.append(Input(p).name)
-                f = text_lines(stream)
+                scan = self.only if isinstance(self.only, LineScan) else None
+                counts = [0]
+                f = scan.lines(stream, counts) if scan is not None else text_lines(stream)
                 base = sizes_done
+                before = self.stats.lines
 
                 def file_progress(raw=raw, base=base) -> None:
                     if progress is not None:
@@ -209,13 +219,19 @@ class Reader:
                             pass
 
                 try:
-                    self.read_lines(f, handle, mtime, file_progress if progress else None, stop)
+                    self.read_lines(f, handle, mtime, file_progress if progress else None, stop,
+                                    prefiltered=scan is not None)
                 except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
                     # A .gz cut short (still being written, or a partial copy): what was read
                     # stands; the rest of the file is reported, not a crash.
                     self.stats.damaged.append(f"{Input(p).name}: {exc}")
                 finally:
-                    if p == "-":
+                    if scan is not None:
+                        # lines the scan passed over were never handed to read_lines
+                        passed_over = max(0, counts[0] - (self.stats.lines - before))
+                        self.stats.lines += passed_over
+                        self.stats.skipped += passed_over
+                    elif p == "-":
                         f.detach()      # leave stdin open for the caller
                     else:
                         f.close()
@@ -228,8 +244,11 @@ class Reader:
 
     def read_lines(self, lines: Iterable[str], handle: Callable[[str, float | None, LogRecord], None],
                    mtime: float | None = None, progress: Callable[[], None] | None = None,
-                   stop: Callable[[], bool] | None = None, lookahead: bool = True) -> None:
+                   stop: Callable[[], bool] | None = None, lookahead: bool = True,
+                   prefiltered: bool = False) -> None:
         """The per-line loop. Kept flat on purpose: this is where the time goes.
+
+        ``prefiltered``: the lines were already picked by the reader's block scan.
 
         ``lookahead``: read the first lines ahead to find the ``Version:`` header (off for live
         tailing, where waiting for lines would delay output)."""
@@ -255,26 +274,18 @@ class Reader:
             hev = parse(h).event
             if isinstance(hev, VersionInfo):
                 serial = hev.serial
-        needle = self.only
-        search = None
-        if isinstance(needle, tuple):
-            # several texts: one scan of the line for any of them
-            search = re.compile("|".join(re.escape(x) for x in needle)).search
-            needle = None
-        elif isinstance(needle, re.Pattern):
-            search = needle.search
-            needle = None
-        elif callable(needle):      # a predicate: True keeps the line
-            keep = needle
-            search = lambda line: True if keep(line) else None  # noqa: E731
-            needle = None
+        only = self.only
+        if prefiltered or only is None:
+            want = None
+        elif isinstance(only, LineScan):
+            want = only.wants       # lines not picked by a block scan (live tailing)
+        else:
+            want = only             # a predicate: True keeps the line
         nhead = len(head)
         skipped = 0
-        filtering = needle is not None or search is not None
         for line in chain(head, it):
             n += 1
-            if filtering and n > nhead and ((needle is not None and needle not in line)
-                                            or (search is not None and search(line) is None)):
+            if want is not None and n > nhead and not want(line):
                 skipped += 1
                 continue
             rec = parse(line)
