@@ -3,27 +3,29 @@
 Owns the two-pass plan behind ``logs track --mid/--icid`` on files: a first scan with one
 compiled pattern picks the lines that name the wanted MIDs/ICIDs; only those are parsed, to learn
 the ids they pull in (the MID's ICID, the DCIDs it was delivered on, the MIDs derived from it);
-this repeats until no new id appears (usually twice). The result is a pattern the reader uses as
-its relevance filter, so the real pass parses a few hundred lines instead of millions. Typing
+this repeats until no new id appears (usually twice). The result is a ``LineScan`` the reader uses
+as its relevance filter, so the real pass parses a few hundred lines instead of millions. Typing
 each line is still the grammar's job: this module only looks for ``MID n`` / ``ICID n`` /
 ``DCID n`` words.
 """
 from __future__ import annotations
 
-import re
+import gzip
+import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 from mailward.maillog import events as E
 from mailward.maillog.grammar import parse_line
 
-from .sources import open_binary, text_lines
+from .scan import LineScan
+from .sources import open_binary
 
 MAX_ROUNDS = 6          # family chains deeper than this are unheard of; stop scanning anyway
 
 
-def _alt(ids: Iterable[int]) -> str:
-    return "|".join(str(i) for i in sorted(set(ids)))
+def _alt(ids: Iterable[int]) -> bytes:
+    return b"|".join(b"%d" % i for i in sorted(set(ids)))
 
 
 @dataclass
@@ -33,21 +35,21 @@ class Wanted:
     fact_icids: set[int] = field(default_factory=set)     # connections whose facts are needed
     dcids: set[int] = field(default_factory=set)
 
-    def literals(self) -> set[str]:
-        return {str(i) for i in self.mids | self.member_icids | self.fact_icids | self.dcids}
-
-    def pattern(self) -> re.Pattern[str]:
-        parts = []
+    def scan(self) -> LineScan:
+        """The lines naming any wanted id. One pattern per id kind, each starting with literal
+        text (``LineScan`` searches each for its literal start; the id alternatives are tried
+        only where it occurs)."""
+        pats = []
         if self.mids:
             m = _alt(self.mids)
             # "MID n" everywhere, plus the old "Message n to ..." / "Double bounce: Message n" forms
-            parts.append(rf"\bMID ({m})\b|\bMessage ({m}) to\b")
+            pats += [rb"MID (?:%s)\b" % m, rb"Message (?:%s) to\b" % m]
         icids = self.member_icids | self.fact_icids
         if icids:
-            parts.append(rf"\bICID:? ({_alt(icids)})\b")
+            pats.append(rb"ICID:? (?:%s)\b" % _alt(icids))
         if self.dcids:
-            parts.append(rf"\bDCID:? ({_alt(self.dcids)})\b")
-        return re.compile("|".join(parts) or r"(?!)")
+            pats.append(rb"DCID:? (?:%s)\b" % _alt(self.dcids))
+        return LineScan(pats)
 
 
 def _learn(w: Wanted, ev: E.Event, family: bool) -> None:
@@ -72,41 +74,24 @@ def _learn(w: Wanted, ev: E.Event, family: bool) -> None:
             w.mids.add(ev.mid)
 
 
-def matcher(w: Wanted) -> Callable[[str], bool]:
-    """``line -> bool``. With a few ids, a plain substring test on the digits rejects almost
-    every line before the pattern runs (the pattern alone scans every position of every line)."""
-    search = w.pattern().search
-    lits = tuple(sorted(w.literals()))
-    if len(lits) > 12:
-        return lambda line: search(line) is not None
-
-    def match(line: str) -> bool:
-        for s in lits:
-            if s in line:
-                return search(line) is not None
-        return False
-
-    return match
-
-
-def plan(paths: list[str], mids: Iterable[int], icids: Iterable[int], family: bool = True) -> Callable[[str], bool]:
-    """The relevance test for tracking ``mids``/``icids`` in ``paths`` (files, not stdin)."""
+def plan(paths: list[str], mids: Iterable[int], icids: Iterable[int], family: bool = True) -> LineScan:
+    """The relevance filter for tracking ``mids``/``icids`` in ``paths`` (files, not stdin)."""
     w = Wanted(set(mids), set(icids))
     for _ in range(MAX_ROUNDS):
         # New DCIDs pull in no further id, so only new MIDs/ICIDs call for another round.
         before = (len(w.mids), len(w.member_icids), len(w.fact_icids))
-        match = matcher(w)
+        scan = w.scan()
         for p in paths:
             stream, raw, _ = open_binary(p)
             try:
-                with text_lines(stream) as f:
-                    for line in f:
-                        if match(line):
-                            ev = parse_line(line).event
-                            if ev is not None:
-                                _learn(w, ev, family)
+                for line in scan.lines(stream, [0]):
+                    ev = parse_line(line).event
+                    if ev is not None:
+                        _learn(w, ev, family)
+            except (EOFError, zlib.error, gzip.BadGzipFile):
+                pass        # a damaged .gz: the reader reports it when it reads the file
             finally:
                 raw.close()
         if (len(w.mids), len(w.member_icids), len(w.fact_icids)) == before:
             break
-    return matcher(w)
+    return w.scan()

@@ -43,7 +43,7 @@ def test_same_stories_as_a_full_parse_on_real_and_synthetic_logs(tmp_path):
 def test_plan_follows_icid_dcid_and_family():
     keep = plan([str(CRIBL)], [24611507], [], family=True)
     lines = CRIBL.read_text().splitlines()
-    picked = [ln for ln in lines if keep(ln)]
+    picked = [ln for ln in lines if keep.wants(ln)]
     text = "\n".join(picked)
     assert "ICID 60140302 close" in text                          # the MID's ICID facts
     assert "MID 24611528" in text and "Start MID 24611531" in text  # split child, its bcc copy
