@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 BLOCK = 4 << 20         # bytes read at a time: large enough that the per-block cost vanishes
 HEAD_LINES = 4          # the file header: Begin Logfile, Version, Time offset (+ one spare)
@@ -50,10 +50,12 @@ class LineScan:
         """The same choice for one line of text (for lines that did not come from ``lines``)."""
         return bool(self._starts(line.encode("utf-8", "surrogateescape") + b"\n", 0)[0])
 
-    def lines(self, stream: BinaryIO, counts: list[int]) -> Iterator[str]:
+    def lines(self, stream: BinaryIO, counts: list[int],
+              on_block: Callable[[], None] | None = None) -> Iterator[str]:
         """The selected lines of ``stream`` as text (each with its newline, but a last line
         that has none); ``counts[0]`` grows by every line read, selected or not, so that the
-        caller can count the skipped ones."""
+        caller can count the skipped ones. ``on_block`` is called after each block (progress:
+        few lines may be selected from a large file)."""
         rest = b""
         head = HEAD_LINES
         # read1: a gzip stream cut short raises at its end; what came before is handed out first
@@ -82,6 +84,8 @@ class LineScan:
             for s in starts:
                 yield block[s:find(b"\n", s) + 1].decode("utf-8", "replace")
             head = max(head, carry)     # a header that goes on in the next block
+            if on_block is not None:
+                on_block()
         if rest:
             # A last line without its newline: scanned with one added, yielded without it.
             counts[0] += 1

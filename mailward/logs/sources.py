@@ -206,8 +206,6 @@ class Reader:
                 mtime = time.time() if p == "-" else os.fstat(raw.fileno()).st_mtime
                 self.stats.files.append(Input(p).name)
                 scan = self.only if isinstance(self.only, LineScan) else None
-                counts = [0]
-                f = scan.lines(stream, counts) if scan is not None else text_lines(stream)
                 base = sizes_done
                 before = self.stats.lines
 
@@ -217,6 +215,12 @@ class Reader:
                             progress(base + raw.tell(), total)
                         except (OSError, ValueError):
                             pass
+
+                counts = [0]
+                if scan is not None:
+                    f = scan.lines(stream, counts, file_progress if progress else None)
+                else:
+                    f = text_lines(stream)
 
                 try:
                     self.read_lines(f, handle, mtime, file_progress if progress else None, stop,

@@ -108,3 +108,17 @@ def test_logs_auth_from_files_and_from_stdin_agree(tmp_path):
     a, b = json.loads(from_file.stdout), json.loads(from_stdin.stdout)
     assert a["lines"] == b["lines"] == sum(1 for _ in path.open())
     assert a["attempts"] and a["attempts"] == b["attempts"] and a["summary"] == b["summary"]
+
+
+def test_progress_moves_with_the_blocks_even_when_few_lines_are_picked(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "BLOCK", 4096)
+    path = tmp_path / "mail.current"
+    path.write_text(HEADER + "".join(f"Wed Nov 19 09:17:00 2014 Info: MID {i} queued for delivery\n"
+                                     for i in range(3000)))
+    seen: list[tuple[int, int]] = []
+    reader = Reader(only="SMTP Auth")                       # selects nothing but the header
+    reader.read([str(path)], lambda a, t, rec: None, progress=lambda done, total: seen.append((done, total)))
+    size = path.stat().st_size
+    assert len(seen) > size // 4096 // 2
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (size, size)
+    assert reader.stats.lines == 3003 and reader.stats.skipped == 3003 - S.HEAD_LINES
