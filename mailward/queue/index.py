@@ -14,7 +14,7 @@ from .model import Envelope, QueuedMessage, RcptState
 from .records import T_DEFER, T_DELETE, T_STATE
 
 
-@dataclass
+@dataclass(slots=True)
 class Location:
     seg: int
     body_offset: int      # inline: offset of the body in the segment file

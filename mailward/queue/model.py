@@ -21,7 +21,7 @@ class RcptState(enum.IntEnum):
     BOUNCED = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     mid: int
     icid: int
@@ -62,7 +62,7 @@ class Envelope:
                    origin_mid=d.get("om"))
 
 
-@dataclass
+@dataclass(slots=True)
 class QueuedMessage:
     """A live message as the queue knows it. Mutated only by the Spool, after (or in the
     same order as) the records that make each change durable."""
