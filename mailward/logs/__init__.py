@@ -6,6 +6,8 @@ Parts, each one job:
              appliance, ``Time offset`` gives UTC), the year of syslog lines, line counters
   correlate  the streaming join of ICID -> MID -> RID -> DCID, MID families, idle expiry;
              its rules in rules_inbound / rules_message / rules_delivery
+  scan       picks the lines a report needs out of raw byte blocks, before any parsing
+             (``logs auth``: AUTH lines and their connections' open/close lines)
   prefilter  which lines a search by MID/ICID needs (two cheap scans, then parse only those)
   model      the joined facts (connections, deliveries, messages, recipients, AUTH attempts)
   authreport AUTH events and tallies per user / client IP / mechanism / profile
@@ -26,19 +28,19 @@ Choices worth knowing:
 - State of a message ends at ``Message finished``; anything idle for ``--idle`` seconds of log
   time (per appliance) is reported as it stands (``expired``). Memory is bounded by the
   messages in flight within that window, not by the file size.
-- ``logs auth`` parses only lines containing ``SMTP`` (every AUTH line and the ICID/DCID lines
-  that give their addresses); the rest is counted as skipped. Parsing is most of the run time.
+- ``logs auth`` parses only the AUTH lines and the opening/closing lines of their connections
+  (found by a first scan for the ids the AUTH lines name); ``logs track --mid/--icid`` only
+  the lines naming its ids. The rest is counted as skipped. Parsing is most of the run time,
+  and the report is the same as a full read's (tests assert it).
 - The cyclic garbage collector is paused while reading (nothing built holds a cycle).
 
 Speed (``python bench/logs.py``: 1,000,000 formatter-written lines, CPU time, this 2-core machine
-quiet; under other load the figures drop by up to a third): the grammar's ``parse_line`` alone
-~280-300 k lines/s (was ~180-200 k); reader + correlator + AUTH report on every line ~200-215 k
-lines/s (was ~160 k); the correlator + AUTH report alone ~0.8-1.1 M lines/s on records parsed
-beforehand; ``logs auth`` ~0.7-0.95 M lines/s and ``logs detect`` ~280-330 k lines/s thanks to
-their relevance filters; ``logs track --mid`` ~1 M lines/s (id prefilter). The 1 M lines/s target
-for parse + correlate of every line is not reached: the correlator alone runs at about that rate,
-and the parse still costs ~30k CPU instructions per line (regex match, then one frozen event and
-one record built per line). Parsing in worker processes was measured and is slower on 2 cores
-(the main process still unpickles, rebuilds and correlates every line). Details and method:
+quiet): ``logs auth`` (parse + correlate + AUTH report) ~1.05-1.1 M lines/s and ``logs track --mid``
+~1.3 M lines/s, thanks to the block scan; a full typed parse of every line ~280-300 k lines/s, and
+reader + correlator + AUTH report over every line (what ``export`` and ``track --user`` need)
+~210-220 k lines/s. The correlator alone runs at ~0.9-1 M lines/s on parsed records, so a
+correlation of *every* line cannot reach 1 M lines/s in CPython however fast the parse; the parse
+costs ~30k CPU instructions per line (regex match, then one frozen event and one record).
+Parsing in worker processes was measured and is slower on 2 cores. Details and method:
 ``bench/README.md``.
 """
