@@ -523,7 +523,9 @@ class ServerConnection:
                 self._initial = None
                 self._send(reply)
                 return
-            self._mech = sasl.start(event.mechanism, challenge=challenge or self._challenge())
+            if not challenge and event.mechanism == "CRAM-MD5":
+                challenge = self._challenge()   # only CRAM-MD5 has one: no random bytes per PLAIN
+            self._mech = sasl.start(event.mechanism, challenge=challenge or "")
             initial, self._initial = self._initial, None
             try:
                 self._auth_result(self._mech.first(initial))

@@ -483,3 +483,22 @@ def test_reply_text_sanitised():
 def test_full_session_reply_stream_valid():
     s = Script().send(ENVELOPE + b"x\r\n.\r\nQUIT\r\n")
     assert valid_reply_stream(s.banner + bytes(s.out))
+
+
+def test_plain_and_login_draw_no_random_challenge_cram_md5_does(monkeypatch):
+    import secrets
+
+    import mailward.smtp.server as core
+
+    drawn = []
+    real = secrets.randbits
+    monkeypatch.setattr(core.secrets, "randbits", lambda k: drawn.append(k) or real(k))
+    s = Script(answer=lambda e: (None, {})).send(EHLO + b"AUTH PLAIN " + b64(b"\0alice\0pw") + b"\r\n")
+    assert s.codes()[-1] == 535 and drawn == []          # the default answer: no verifier here
+    s = Script(answer=lambda e: (None, {})).send(EHLO + b"AUTH LOGIN\r\n")
+    assert s.replies()[-1] == b"334 VXNlcm5hbWU6" and drawn == []
+    s = Script(answer=lambda e: (None, {})).send(EHLO + b"AUTH CRAM-MD5\r\n")
+    first = base64.b64decode(s.replies()[-1][4:])
+    assert len(drawn) == 2 and first.startswith(b"<") and first.endswith(b"@mx.test>")
+    s = Script(answer=lambda e: (None, {})).send(EHLO + b"AUTH CRAM-MD5\r\n")
+    assert base64.b64decode(s.replies()[-1][4:]) != first   # fresh for every exchange
