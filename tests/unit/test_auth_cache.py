@@ -125,3 +125,19 @@ def test_cram_is_never_cached():
     _run(verify_with_cache(c, "P", creds, backend))
     _run(verify_with_cache(c, "P", creds, backend))
     assert len(calls) == 2 and len(c) == 0
+
+
+def test_entries_are_keyed_macs():
+    # The same triple under another key is another entry: a key is a MAC key, not a salt
+    # anyone could recompute, and a different password never maps to the same entry.
+    a, b = CredentialCache(key=b"a" * 32), CredentialCache(key=b"b" * 32)
+    assert a._digest("P", "alice", "pw") != b._digest("P", "alice", "pw")
+    assert a._digest("P", "alice", "pw") == CredentialCache(key=b"a" * 32)._digest("P", "alice", "pw")
+    assert a._digest("P", "alice", "pw") != a._digest("P", "alice", "pw2")
+    assert len(a._digest("P", "alice", "pw")) == 32
+    for bad in (b"", b"k" * 15, b"k" * 65):
+        try:
+            CredentialCache(key=bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"a {len(bad)}-byte key was accepted")
