@@ -15,6 +15,10 @@ from .cache import CredentialCache, verify_with_cache
 from .users import UserStore, UserStoreError
 from ..maillog.events import SmtpAuthMisconfigured
 
+# Seconds the advertised mechanism list may lag a users file edited by another process.
+MECHANISMS_MAX_AGE = 1.0
+_WITH_CRAM = PASSWORD_MECHANISMS + ("CRAM-MD5",)
+
 
 class LocalProfile:
     def __init__(self, name: str, store: UserStore, cache: CredentialCache | None = None):
@@ -31,10 +35,12 @@ class LocalProfile:
     @property
     def mechanisms(self) -> tuple[str, ...]:
         try:
-            self.store.refresh()
+            # Asked at every EHLO and AUTH command: a file changed on disk shows in the list
+            # within a second, without a stat per command. ``verify`` always looks.
+            self.store.refresh(max_age=MECHANISMS_MAX_AGE)
         except UserStoreError:
             return PASSWORD_MECHANISMS
-        return PASSWORD_MECHANISMS + (("CRAM-MD5",) if self.store.has_cram() else ())
+        return _WITH_CRAM if self.store.has_cram() else PASSWORD_MECHANISMS
 
     def _forget(self, names: frozenset[str]) -> None:
         assert self.cache is not None

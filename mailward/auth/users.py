@@ -19,6 +19,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -91,7 +92,9 @@ class UserStore:
         self._dummy_cram = crammd5.context(secrets.token_urlsafe(24))
         self._lock = threading.Lock()
         self._users: dict[str, _Entry] = {}
+        self._has_cram = False              # any user with a CRAM-MD5 context (kept by _load)
         self._stamp: _Stamp | None = None
+        self._checked_at = float("-inf")    # time.monotonic() of the last stat (see refresh)
         self._listeners: list[Callable[[frozenset[str]], None]] = []
         if create and not self.path.exists():
             self._write({})
@@ -113,12 +116,20 @@ class UserStore:
         with self._lock:
             return name in self._users
 
-    def refresh(self) -> frozenset[str]:
-        """Reload if the file changed on disk; returns the names whose entry changed."""
+    def refresh(self, max_age: float = 0.0) -> frozenset[str]:
+        """Reload if the file changed on disk; returns the names whose entry changed.
+
+        ``max_age`` > 0 skips the ``stat`` when the file was checked less than that many
+        seconds ago: for callers that only want an up-to-date view, not a security decision
+        (what to advertise in EHLO). Password checks always look (``max_age=0``).
+        """
+        if max_age > 0 and time.monotonic() - self._checked_at < max_age:
+            return frozenset()
         try:
             stamp = self._stat()
         except FileNotFoundError:
             raise UserStoreError(f"{self.path}: users file does not exist") from None
+        self._checked_at = time.monotonic()
         if stamp == self._stamp:
             return frozenset()
         return self._load()
@@ -142,6 +153,7 @@ class UserStore:
         with self._lock:
             old = self._users
             self._users = users
+            self._has_cram = any(e.cram is not None for e in users.values())
             self._stamp = _Stamp(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         changed = frozenset(n for n in set(old) | set(users) if old.get(n) != users.get(n))
         if changed and old is not users:
@@ -152,9 +164,9 @@ class UserStore:
     # -- verifying --
 
     def has_cram(self) -> bool:
-        """True when at least one user can log in with CRAM-MD5."""
-        with self._lock:
-            return any(e.cram is not None for e in self._users.values())
+        """True when at least one user can log in with CRAM-MD5 (known since the last load:
+        asked at every EHLO, it must not scan the users)."""
+        return self._has_cram
 
     def verify_cram(self, name: str, challenge: bytes, digest: str) -> bool:
         """CRAM-MD5 check; unknown users and users without a context cost the same HMAC."""

@@ -294,3 +294,30 @@ def test_corrupt_cram_field_is_refused(store):
     store.path.write_text("\n".join(lines) + "\n")
     with pytest.raises(UserStoreError, match="HMAC-MD5"):
         store.refresh()
+
+
+def test_mechanisms_do_not_stat_every_time_verify_always_does(store, monkeypatch):
+    import mailward.auth.users as users_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(users_mod.time, "monotonic", lambda: now[0])
+    stats = []
+    real_stat = store._stat
+    monkeypatch.setattr(store, "_stat", lambda: stats.append(1) or real_stat())
+    cache = CredentialCache()
+    profile = LocalProfile("Local", store, cache)
+    for _ in range(5):                      # EHLO and AUTH of many connections
+        assert profile.mechanisms == ("PLAIN", "LOGIN")
+    assert len(stats) == 1
+    # Another process adds a CRAM-MD5 user: the list shows it once the second has passed.
+    UserStore(store.path, hasher=fast_hasher()).add("carol", "c4rol", cram=True)
+    assert profile.mechanisms == ("PLAIN", "LOGIN")
+    now[0] += 1.0
+    assert profile.mechanisms == ("PLAIN", "LOGIN", "CRAM-MD5")
+    # A password check always looks at the file, even from the cache, even within the second.
+    assert verify(profile, "alice", "wonderland").verdict is Verdict.OK
+    n = len(stats)
+    assert verify(profile, "alice", "wonderland").detail == "cached"
+    assert len(stats) == n + 1
+    UserStore(store.path, hasher=fast_hasher()).passwd("alice", "changed")
+    assert verify(profile, "alice", "wonderland").verdict is Verdict.FAIL
