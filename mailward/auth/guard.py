@@ -128,7 +128,8 @@ class AuthGuard:
     """Shared tarpit and lockout state. Use per AUTH attempt:
 
     ``check`` (refuse when locked) -> ``await delay`` -> verify -> ``record_failure`` or
-    ``record_success``. ``service.Authenticator`` does exactly that around a profile.
+    ``record_success``. ``service.Authenticator`` does exactly that around a profile
+    (``admit`` = ``check`` + ``begin``, then ``end``).
     """
 
     def __init__(self, settings: GuardSettings | None = None, sink: EventSink | None = None, *,
@@ -173,6 +174,29 @@ class AuthGuard:
         if d > 0:
             await self._sleep(d)
         return d
+
+    def admit(self, ip: str, user: str | None) -> tuple[LockoutInfo | None, float]:
+        """``check`` then ``begin`` in one step (one lock, one clock read), as an AUTH does.
+
+        Returns the lockout that refuses this attempt (nothing is registered then), or
+        ``(None, delay)`` for an attempt now in flight: pair that with ``end``.
+        """
+        now = self._clock()
+        with self._lock:
+            info = self._ip.lockout(ip, now)
+            if info is None and user is not None:
+                info = self._user.lockout(user, now)
+            if info is not None:
+                return info, 0.0
+            d = 0.0
+            for scope, key in ((self._ip, ip), (self._user, user)):
+                if key is None:
+                    continue
+                c = scope.touch(key, now)
+                c.in_flight += 1
+                if c.times:         # no failures counted: no delay (see _Scope.delay)
+                    d = max(d, scope.delay(key, now, others_in_flight=True))
+            return None, d
 
     def begin(self, ip: str, user: str | None) -> float:
         """Register an attempt about to be verified; returns its delay counting parallel ones.

@@ -53,37 +53,40 @@ class Authenticator:
         if profile is None:
             outcome = AuthOutcome(Verdict.MISCONFIGURED, profile_name, "no such profile",
                                   (SmtpAuthMisconfigured(icid, profile_name),))
-            self._log(outcome, creds, icid)
+            self._log(outcome, creds, icid, mech)
             return outcome
-        if self.guard is not None:
-            lock = self.guard.check(client_ip, creds.username)
-            if lock is not None:
-                outcome = AuthOutcome(Verdict.LOCKED, profile_name,
-                                      f"{lock.scope} {lock.key} locked out after {lock.failures} failures")
-                self.sink.emit(SmtpAuthRejected(icid, mech, f"too many failures from this {lock.scope}"))
-                return outcome
-        try:
-            if self.guard is not None:
-                delay = self.guard.begin(client_ip, creds.username)
-                if delay > 0:
-                    await self.guard.sleep(delay)
+        guard = self.guard
+        if guard is None:
             try:
                 outcome = await profile.verify(creds, icid=icid, client_ip=client_ip)
             except Exception as exc:  # a profile bug must cost one 454, not the connection
                 outcome = AuthOutcome(Verdict.TEMPFAIL, profile_name, f"internal error: {type(exc).__name__}")
-            if self.guard is not None:
-                if outcome.verdict is Verdict.OK:
-                    self.guard.record_success(client_ip, creds.username)
-                elif outcome.verdict is Verdict.FAIL:
-                    self.guard.record_failure(client_ip, creds.username, icid=icid)
+            self._log(outcome, creds, icid, mech)
+            return outcome
+        lock, delay = guard.admit(client_ip, creds.username)    # lockout check + in flight
+        if lock is not None:
+            outcome = AuthOutcome(Verdict.LOCKED, profile_name,
+                                  f"{lock.scope} {lock.key} locked out after {lock.failures} failures")
+            self.sink.emit(SmtpAuthRejected(icid, mech, f"too many failures from this {lock.scope}"))
+            return outcome
+        try:
+            if delay > 0:
+                await guard.sleep(delay)
+            try:
+                outcome = await profile.verify(creds, icid=icid, client_ip=client_ip)
+            except Exception as exc:  # a profile bug must cost one 454, not the connection
+                outcome = AuthOutcome(Verdict.TEMPFAIL, profile_name, f"internal error: {type(exc).__name__}")
+            if outcome.verdict is Verdict.OK:
+                guard.record_success(client_ip, creds.username)
+            elif outcome.verdict is Verdict.FAIL:
+                guard.record_failure(client_ip, creds.username, icid=icid)
         finally:
-            if self.guard is not None:
-                self.guard.end(client_ip, creds.username)
-        self._log(outcome, creds, icid)
+            guard.end(client_ip, creds.username)
+        self._log(outcome, creds, icid, mech)
         return outcome
 
-    def _log(self, outcome: AuthOutcome, creds: Credentials, icid: int) -> None:
+    def _log(self, outcome: AuthOutcome, creds: Credentials, icid: int, mech: str) -> None:
         for ev in outcome.events:
             self.sink.emit(ev)
-        self.sink.emit(SmtpAuthResult(icid, outcome.verdict is Verdict.OK, creds.username,
-                                      creds.mechanism.upper(), outcome.profile))
+        self.sink.emit(SmtpAuthResult(icid, outcome.verdict is Verdict.OK, creds.username, mech,
+                                      outcome.profile))

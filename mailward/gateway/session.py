@@ -52,6 +52,12 @@ def R(code: int, text: str) -> Reply:
     return Reply(code, text)
 
 
+_AUTH_OK = R(235, "2.7.0 Authentication successful")
+_AUTH_FAILED = R(535, "5.7.8 Authentication credentials invalid")
+_AUTH_LOCKED = R(454, "4.7.0 Too many authentication failures, try again later")
+_AUTH_TEMPFAIL = R(454, "4.7.0 Temporary authentication failure")
+
+
 class InboundSession:
     """The SessionHandler for one connection."""
 
@@ -167,12 +173,12 @@ class InboundSession:
                                                        client_ip=self.peer_ip)
         if outcome.verdict is Verdict.OK:
             self.auth_user = creds.username
-            return R(235, "2.7.0 Authentication successful")
+            return _AUTH_OK
         if outcome.verdict is Verdict.FAIL:
-            return R(535, "5.7.8 Authentication credentials invalid")
+            return _AUTH_FAILED
         if outcome.verdict is Verdict.LOCKED:
-            return R(454, "4.7.0 Too many authentication failures, try again later")
-        return R(454, "4.7.0 Temporary authentication failure")
+            return _AUTH_LOCKED
+        return _AUTH_TEMPFAIL
 
     # --- envelope ------------------------------------------------------------------------
 

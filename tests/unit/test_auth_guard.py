@@ -234,3 +234,29 @@ def test_parallel_successes_without_failures_are_not_tarpitted():
 
     asyncio.run(main())
     assert [d for d in slept if d > 0] == []
+
+
+def test_admit_is_check_then_begin_in_one_step():
+    # Twin guards fed the same failures: admit() must answer what check() + begin() answer.
+    a, clock_a, _, _ = make(free_failures=1, base_delay=0.5, max_delay=8.0, lockout_failures=4)
+    b, clock_b, _, _ = make(free_failures=1, base_delay=0.5, max_delay=8.0, lockout_failures=4)
+    assert a.admit("10.0.0.1", "alice") == (None, 0.0)      # clean: no delay, now in flight
+    assert b.check("10.0.0.1", "alice") is None and b.begin("10.0.0.1", "alice") == 0.0
+    for g in (a, b):
+        g.end("10.0.0.1", "alice")
+        g.record_failure("10.0.0.1", "alice")
+        g.record_failure("10.0.0.1", "alice")
+    lock, delay = a.admit("10.0.0.1", "alice")
+    assert lock is None and delay == b.begin("10.0.0.1", "alice") == 1.0
+    # a second attempt in flight from a failing address counts as a likely failure
+    assert a.admit("10.0.0.1", "bob")[1] == b.begin("10.0.0.1", "bob") == 2.0
+    for g in (a, b):
+        g.end("10.0.0.1", "alice")
+        g.end("10.0.0.1", "bob")
+        g.record_failure("10.0.0.1", "alice")
+        g.record_failure("10.0.0.1", "alice")           # the 4th: lockout
+    lock, delay = a.admit("10.0.0.1", "alice")
+    assert lock == b.check("10.0.0.1", "alice") and lock.scope == "address" and delay == 0.0
+    # a refused attempt is not in flight: nothing to end, nothing counted
+    assert a._ip.counters["10.0.0.1"].in_flight == 0
+    assert a.tracked() == b.tracked()
