@@ -148,6 +148,12 @@ class _WriteTimeout(Exception):
     """The peer stopped reading our replies for longer than the command timeout."""
 
 
+def _expire(waiter: asyncio.Future) -> None:
+    """A wait for input ran out of time: its result False (input sets None)."""
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class _Session(asyncio.Protocol):
     """One connection: feeds the core, runs the driver task, owns the transport."""
 
@@ -258,26 +264,32 @@ class _Session(asyncio.Protocol):
         if data and not self._lost:
             self.transport.write(data)
         if self._write_paused and not self._lost:
-            # A peer that sends but never reads must not hold the session forever.
-            try:
-                async with asyncio.timeout(self.server.spec.command_timeout):
-                    await self._drain
-            except TimeoutError:
-                self.transport.abort()
-                raise _WriteTimeout() from None
+            await self._drain_or_abort()
+
+    async def _drain_or_abort(self) -> None:
+        # A peer that sends but never reads must not hold the session forever.
+        try:
+            async with asyncio.timeout(self.server.spec.command_timeout):
+                await self._drain
+        except TimeoutError:
+            self.transport.abort()
+            raise _WriteTimeout() from None
 
     async def _wait_input(self, timeout: float) -> bool:
-        """Wait for bytes (or EOF / loss). False on timeout."""
-        self._waiter = self.loop.create_future()
-        try:
-            if self._stopping and not self.core.in_data:
-                return True
-            async with asyncio.timeout(timeout):
-                await self._waiter
+        """Wait for bytes (or EOF / loss). False on timeout.
+
+        One future and one timer handle per wait, not ``asyncio.timeout()``: this runs once
+        per command round trip, and the context manager's bookkeeping (current task,
+        reschedule, uncancel) cost more than the rest of the wait.
+        """
+        if self._stopping and not self.core.in_data:
             return True
-        except TimeoutError:
-            return False
+        self._waiter = waiter = self.loop.create_future()
+        timer = self.loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter is not False
         finally:
+            timer.cancel()
             self._waiter = None
 
     def request_stop(self) -> None:
@@ -339,7 +351,11 @@ class _Session(asyncio.Protocol):
                     if not ok:
                         return "error"
                     continue
-                await self._flush()
+                data = core.data_to_send()      # _flush() inline: no coroutine per round trip
+                if data and not self._lost:
+                    self.transport.write(data)
+                if self._write_paused and not self._lost:
+                    await self._drain_or_abort()
                 if self._lost:
                     return "lost"
                 if self._stopping and not core.in_data:
