@@ -13,6 +13,7 @@ written by the gateway's own formatter) into a temporary directory, then times:
   auth-cmd    what ``mailward logs auth`` runs: the relevance filter skips lines without "SMTP"
               unparsed, then reader + correlator + AUTH report on the rest
   track-cmd   what ``mailward logs track --mid M`` runs: id scans, then only those lines parsed
+  track-user  what ``mailward logs track --user U`` runs: a scan for U's AUTH successes, then as above
   correlate   the correlator + AUTH report alone, on records parsed beforehand
   parallel    (``--parallel``, an experiment, not how the toolkit reads) byte ranges of the file
               parsed in a pool of worker processes into compact tuples (event = class id +
@@ -117,6 +118,22 @@ def t_track(path: str) -> int:
     r.read([path], corr.feed)
     corr.flush()
     assert found and found[0].recipients
+    return r.stats.lines
+
+
+def t_track_user(path: str) -> int:
+    """What ``mailward logs track --user U`` runs: a scan for U's AUTH successes seeds the ids,
+    then as ``track --mid``."""
+    from mailward.logs.prefilter import plan, seeds
+
+    found = []
+    keep = plan([path], (), (), True, seeds([path], users={"user24"}))
+    assert keep is not None
+    corr = Correlator(on_story=lambda m: found.append(m) if m.auth_user == "user24" else None, keep_lines=True)
+    r = Reader(only=keep)
+    r.read([path], corr.feed)
+    corr.flush()
+    assert found
     return r.stats.lines
 
 
@@ -244,7 +261,8 @@ def t_parallel(path: str, workers: int) -> None:
 
 
 STAGES = (("read", t_read), ("parse", t_parse), ("reader", t_reader), ("full", t_full),
-          ("detect-cmd", t_detect), ("auth-cmd", t_auth), ("track-cmd", t_track))
+          ("detect-cmd", t_detect), ("auth-cmd", t_auth), ("track-cmd", t_track),
+          ("track-user", t_track_user))
 
 
 def main() -> None:

@@ -175,12 +175,16 @@ def track_cmd(files, fmt, since, until, hosts, year, idle, mids, icids, users, s
             matched.add((m.appliance, m.mid))
 
     only = None
-    if (mids or icids) and "-" not in files:
-        # By id: a cheap scan finds the lines naming these ids (and the ids they pull in);
-        # only those are parsed. Stdin cannot be read twice, so it is parsed in full.
-        from .prefilter import plan
+    if "-" not in files:
+        # Cheap scans find the lines naming the wanted ids (given, or seeded by a scan for the
+        # searched value) and the ids they pull in; only those are parsed. Stdin cannot be
+        # read twice, so it is parsed in full. Families are always followed here: a split
+        # child inherits its parent's envelope, so either can be needed to tell a match.
+        from .prefilter import plan, seeds
 
-        only = plan(list(files), mids, icids, family)
+        seed = None if (mids or icids) else seeds(list(files), users, ipset, sender, rcpt, subject)
+        if mids or icids or seed is not None:
+            only = plan(list(files), mids, icids, True, seed)
     with progress() as prog:
         stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True, only=only),
                        on_story=on_story, progress=prog)

@@ -32,7 +32,15 @@ def test_same_stories_as_a_full_parse_on_real_and_synthetic_logs(tmp_path):
         synth.write(f, 20_000, seed=3)
     cases = [(CRIBL, ["--mid", "24611507"]), (CRIBL, ["--mid", "24611491", "--mid", "24611421"]),
              (CRIBL, ["--icid", "60140302"]), (CRIBL, ["--mid", "24611498", "--no-family"]),
-             (log, ["--mid", "5100"]), (log, ["--mid", "5400", "--mid", "5401"]), (log, ["--icid", "1200"])]
+             (log, ["--mid", "5100"]), (log, ["--mid", "5400", "--mid", "5401"]), (log, ["--icid", "1200"]),
+             # a split child alone: it inherits its parent's envelope and connection
+             (CRIBL, ["--mid", "24611528", "--no-family"]), (CRIBL, ["--icid", "60140302", "--no-family"]),
+             # searches by value: seeded by a scan for the value's text
+             (log, ["--user", "user111"]), (log, ["--user", "user196", "--user", "user43", "--no-family"]),
+             (log, ["--ip", "198.51.120.240"]), (log, ["--ip", "203.0.113.125"]), (log, ["--subject", "your ORDER"]),
+             (log, ["--sender", "S4269@"]), (log, ["--rcpt", "r8466@"]), (CRIBL, ["--sender", "solidsignal"]),
+             (CRIBL, ["--rcpt", "user25@"]),
+             (log, ["--user", "user111", "--since", "2026-11-26T00:05:00", "--until", "2026-11-26T00:10:00"])]
     for path, args in cases:
         fast = track(path, *args)
         full = track(path, *args, stdin=True)
@@ -50,3 +58,19 @@ def test_plan_follows_icid_dcid_and_family():
     assert 10 < len(picked) < 60
     assert any("New SMTP ICID 60140302" in ln for ln in picked)
     assert not any("MID 24611498" in ln for ln in picked)
+
+
+def test_a_broad_search_reads_every_line_instead(tmp_path, monkeypatch):
+    from mailward.logs import prefilter as P
+    from mailward.logs.prefilter import seeds
+
+    log = tmp_path / "mail.current"
+    with log.open("w") as f:
+        synth.write(f, 20_000, seed=3)
+    monkeypatch.setattr(P, "MIN_LINES", 1000)
+    # one subject in four: a plan would pick most of the log
+    assert plan([str(log)], (), (), True, seeds([str(log)], subject="Invoice")) is None
+    narrow = plan([str(log)], (), (), True, seeds([str(log)], users={"user111"}))
+    assert narrow is not None
+    # and the command still answers, from a full read
+    assert track(log, "--subject", "Invoice") == track(log, "--subject", "Invoice", stdin=True)
