@@ -29,8 +29,9 @@ Choices worth knowing:
   time (per appliance) is reported as it stands (``expired``). Memory is bounded by the
   messages in flight within that window, not by the file size.
 - ``logs auth`` parses only the AUTH lines and the opening/closing lines of their connections
-  (found by a first scan for the ids the AUTH lines name); ``logs track --mid/--icid`` only
-  the lines naming its ids. The rest is counted as skipped. Parsing is most of the run time,
+  (found by a first scan for the ids the AUTH lines name); ``logs track`` only the lines of
+  the stories it can show (ids given, or seeded by a scan for the searched user, IP, address
+  or subject text; a search matching over 5 % of a large log reads everything instead). The rest is counted as skipped. Parsing is most of the run time,
   and the report is the same as a full read's (tests assert it).
 - The cyclic garbage collector is paused while reading (nothing built holds a cycle).
 
