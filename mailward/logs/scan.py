@@ -1,10 +1,10 @@
 """Pick out, in blocks of raw bytes, the few lines a report needs, before any line is parsed.
 
 Owns the block scan behind the toolkit's relevance filters: a file is read in blocks of a few
-MiB; one compiled bytes pattern searches each block (in C, never line by line in Python), and
-only the lines holding a match are decoded and handed to the reader; the others are counted.
-The first lines of every input (its ``Begin Logfile`` / ``Version:`` / ``Time offset`` header)
-and any later header line always pass, so that appliance keys and UTC times stay right.
+MiB; compiled bytes patterns search each block (in C, never line by line in Python), and only
+the lines holding a match are decoded and handed to the reader; the others are counted. The
+header lines (``Begin Logfile`` / ``Version:`` / ``Time offset``, at the start of an input or
+after a later ``Begin Logfile``) always pass, so that appliance keys and UTC times stay right.
 
 It decides nothing about which lines matter (the callers do: ``auth_scan`` below for ``logs
 auth``, ``prefilter`` for ``logs track``, the detector's needle list) and does not parse bodies:
@@ -23,6 +23,27 @@ HEAD_LINES = 4          # the file header: Begin Logfile, Version, Time offset (
 # A header can also appear mid-file (files concatenated): the lines from a "Begin Logfile"
 # on always pass. (One literal to search for: each extra pattern is one more pass.)
 _BEGIN = re.compile(rb"Begin Logfile")
+
+
+def blocks(stream: BinaryIO) -> Iterator[bytes]:
+    """``stream`` in blocks of about ``BLOCK`` bytes, each ending at a line end but the last
+    when the input does not end with one. ``read1`` where there is one: a gzip stream cut
+    short raises at its end, and the blocks before it are handed out first."""
+    rest = b""
+    read = getattr(stream, "read1", stream.read)
+    while True:
+        chunk = read(BLOCK)
+        if not chunk:
+            break
+        block = rest + chunk if rest else chunk
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:
+            rest = block
+            continue
+        rest = block[cut:]
+        yield block[:cut] if cut != len(block) else block
+    if rest:
+        yield rest
 
 
 class LineScan:
@@ -56,22 +77,14 @@ class LineScan:
         that has none); ``counts[0]`` grows by every line read, selected or not, so that the
         caller can count the skipped ones. ``on_block`` is called after each block (progress:
         few lines may be selected from a large file)."""
-        rest = b""
         head = HEAD_LINES
-        # read1: a gzip stream cut short raises at its end; what came before is handed out first
-        read = getattr(stream, "read1", stream.read)
-        while True:
-            chunk = read(BLOCK)
-            if not chunk:
+        for block in blocks(stream):
+            if not block.endswith(b"\n"):
+                # A last line without its newline: scanned with one added, yielded without it.
+                counts[0] += 1
+                if head or self._starts(block + b"\n", 0)[0]:
+                    yield block.decode("utf-8", "replace")
                 break
-            block = rest + chunk if rest else chunk
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                rest = block
-                continue
-            rest = block[cut:]
-            if cut != len(block):
-                block = block[:cut]
             counts[0] += block.count(b"\n")
             start = 0
             while head and start < len(block):
@@ -86,11 +99,6 @@ class LineScan:
             head = max(head, carry)     # a header that goes on in the next block
             if on_block is not None:
                 on_block()
-        if rest:
-            # A last line without its newline: scanned with one added, yielded without it.
-            counts[0] += 1
-            if head or self._starts(rest + b"\n", 0)[0]:
-                yield rest.decode("utf-8", "replace")
 
     def _starts(self, block: bytes, pos: int) -> tuple[list[int], int]:
         """Sorted start offsets of the selected lines of ``block`` (which ends with a newline),
@@ -153,21 +161,12 @@ def auth_scan(paths: list[str], open_binary) -> LineScan:
     dcids: set[bytes] = set()
     for p in paths:
         stream, raw, _ = open_binary(p)
-        read = getattr(stream, "read1", stream.read)
         try:
-            rest = b""
-            while True:
-                try:
-                    chunk = read(BLOCK)
-                except (EOFError, zlib.error, gzip.BadGzipFile):
-                    chunk = b""     # a damaged .gz: the reader reports it; scan what was there
-                block = rest + chunk if rest else chunk
-                cut = block.rfind(b"\n") + 1 if chunk else len(block)
-                rest = block[cut:]
-                icids.update(_AUTH_ICIDS.findall(block, 0, cut))
-                dcids.update(_AUTH_DCIDS.findall(block, 0, cut))
-                if not chunk:
-                    break
+            for block in blocks(stream):
+                icids.update(_AUTH_ICIDS.findall(block))
+                dcids.update(_AUTH_DCIDS.findall(block))
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            pass        # a damaged .gz: the reader reports it; what was there is scanned
         finally:
             raw.close()
     return LineScan(_AUTH_LINES, {"icid": icids, "dcid": dcids})
