@@ -122,3 +122,29 @@ def test_progress_moves_with_the_blocks_even_when_few_lines_are_picked(tmp_path,
     assert len(seen) > size // 4096 // 2
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (size, size)
     assert reader.stats.lines == 3003 and reader.stats.skipped == 3003 - S.HEAD_LINES
+
+
+def test_two_appliances_over_syslog_with_the_same_ids(tmp_path):
+    """Two appliances' logs pushed to one syslog file: their ICIDs/DCIDs collide (both count
+    from the same start), which the id scan ignores; the report must still match a full read."""
+    logs = []
+    for seed, host in ((21, "esa-a"), (22, "esa-b")):
+        buf = io.StringIO()
+        synth.write(buf, 15_000, seed=seed)
+        out = []
+        for line in buf.getvalue().splitlines():
+            stamp, body = line[:24], line[25:]          # "Thu Nov 26 00:00:00 2026", "Info: ..."
+            if "Begin Logfile" in body or "Version:" in body or "Time offset" in body:
+                continue                                # syslog pushes carry no file header
+            out.append((stamp[4:19], f"<22>{stamp[4:19]} {host} mail_logs: {body}\n"))
+        logs.append(out)
+    merged = sorted(logs[0] + logs[1], key=lambda x: x[0])     # stable: each host keeps its order
+    path = tmp_path / "syslog.log"
+    path.write_text("".join(line for _, line in merged))
+    full = _report(Reader(year=2026), str(path))
+    fast = _report(Reader(year=2026, only=auth_scan([str(path)], open_binary)), str(path))
+    assert fast == full
+    assert {a["appliance"] for a in full[1]} == {"esa-a", "esa-b"}
+    by_host = [{a["icid"] for a in full[1] if a["direction"] == "inbound" and a["appliance"] == h}
+               for h in ("esa-a", "esa-b")]
+    assert by_host[0] & by_host[1]                   # the same ICIDs on both appliances
