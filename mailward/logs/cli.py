@@ -6,6 +6,7 @@ and ``render``; ``logs_group`` is mounted under the ``mailward`` command.
 """
 from __future__ import annotations
 
+import os
 import sys
 from functools import wraps
 from pathlib import Path
@@ -52,6 +53,11 @@ def common(formats=("table", "json", "csv"), default="table", files=True):
                 _fail(f"no such file: {missing[0]}")
             try:
                 return f(*args, **kw)
+            except BrokenPipeError:
+                # The reader of our output went away (``| head``): stop quietly, as Unix tools
+                # do, without a second error when Python flushes stdout at exit.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(141)
             except OSError as exc:      # unreadable file, full disk for --output...: one line
                 _fail(str(exc))
         if files:

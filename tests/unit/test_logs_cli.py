@@ -290,3 +290,22 @@ def test_truncated_gzip_reads_what_is_there_and_says_so(tmp_path):
     if os.geteuid() != 0:                       # root reads anything
         res = CliRunner().invoke(logs_group, ["stats", str(unreadable)])
         assert res.exit_code == 2 and "Permission denied" in res.output
+
+
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    """``mailward logs auth big.log | head -1``: no traceback, no error line."""
+    import subprocess
+    import sys as _sys
+
+    from mailward.logs import synth
+
+    log = tmp_path / "mail.current"
+    with log.open("w") as f:
+        synth.write(f, 30_000, seed=2)
+    cmd = [_sys.executable, "-m", "mailward", "logs", "auth", str(log), "--format", "csv"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()                         # the reader goes away after one line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141
+    assert first.startswith(b"time,") and err == b""
