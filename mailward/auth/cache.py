@@ -122,6 +122,19 @@ class CredentialCache:
                 del self._by_user[k]
 
 
+def cached_outcome(cache: CredentialCache | None, profile: str, creds: Credentials) -> AuthOutcome | None:
+    """The OK outcome when ``cache`` holds these exact credentials for ``profile``, else None.
+
+    Never a negative answer: a miss says nothing, the caller must verify in full.
+    """
+    if cache is None:
+        return None
+    password = password_of(creds)
+    if password is None or not cache.hit(profile, creds.username, password):
+        return None
+    return AuthOutcome(Verdict.OK, profile, detail="cached")
+
+
 async def verify_with_cache(cache: CredentialCache | None, profile: str, creds: Credentials,
                             verify: Callable[[], Awaitable[AuthOutcome]]) -> AuthOutcome:
     """Answer from ``cache`` when possible, else call ``verify`` and keep the cache honest.

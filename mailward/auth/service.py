@@ -46,6 +46,42 @@ class Authenticator:
         p = self.profiles.get(profile_name)
         return p.mechanisms if p is not None else ()
 
+    def authenticate_now(self, profile_name: str, creds: Credentials, *, icid: int,
+                         client_ip: str) -> AuthOutcome | None:
+        """The outcome of an attempt that needs no waiting, or None: then ``authenticate``.
+
+        Only a success can come from here: credentials the profile verified within its cache
+        TTL (``verify_cached``), from a client the guard neither locks out nor tarpits. The
+        attempt is then counted and logged exactly as ``authenticate`` would. Anything else (a
+        wrong or new password, a cold cache, a delayed or locked-out client, a profile without
+        a cache) leaves no trace here and takes the full path: guard, delay, verifier.
+        """
+        profile = self.profiles.get(profile_name)
+        verify_cached = getattr(profile, "verify_cached", None)
+        if verify_cached is None:
+            return None
+        guard = self.guard
+        if guard is not None:
+            lock, delay = guard.admit(client_ip, creds.username)
+            if lock is not None:
+                return None                  # nothing registered: the full path refuses it
+            if delay > 0:
+                guard.end(client_ip, creds.username)
+                return None
+        try:
+            try:
+                outcome = verify_cached(creds)
+            except Exception:  # the full path reports a profile bug
+                outcome = None
+            if outcome is not None and guard is not None:
+                guard.record_success(client_ip, creds.username)
+        finally:
+            if guard is not None:
+                guard.end(client_ip, creds.username)
+        if outcome is not None:
+            self._log(outcome, creds, icid, creds.mechanism.upper())
+        return outcome
+
     async def authenticate(self, profile_name: str, creds: Credentials, *, icid: int,
                            client_ip: str) -> AuthOutcome:
         mech = creds.mechanism.upper()

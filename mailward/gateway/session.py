@@ -157,7 +157,8 @@ class InboundSession:
 
     # --- AUTH ----------------------------------------------------------------------------
 
-    async def on_auth_start(self, mechanism: str):
+    def auth_start_now(self, mechanism: str):
+        """``on_auth_start`` without a coroutine: the shell answers it in its read callback."""
         ctx = self.ctx
         if ctx.auth == "off" or ctx.profile_name is None:
             return R(502, "5.5.1 AUTH not available")
@@ -167,10 +168,24 @@ class InboundSession:
             return R(504, "5.5.4 Unrecognized authentication type")
         return None
 
+    async def on_auth_start(self, mechanism: str):
+        return self.auth_start_now(mechanism)
+
+    def auth_now(self, creds: Credentials):
+        """The reply to AUTH when it is known without waiting (a cached credential of a client
+        the guard lets through at once), else None and the shell awaits ``on_auth``."""
+        ctx = self.ctx
+        outcome = ctx.authenticator.authenticate_now(ctx.profile_name, creds, icid=self.icid,
+                                                     client_ip=self.peer_ip)
+        return None if outcome is None else self._auth_reply(creds, outcome)
+
     async def on_auth(self, creds: Credentials):
         ctx = self.ctx
         outcome = await ctx.authenticator.authenticate(ctx.profile_name, creds, icid=self.icid,
                                                        client_ip=self.peer_ip)
+        return self._auth_reply(creds, outcome)
+
+    def _auth_reply(self, creds: Credentials, outcome) -> Reply:
         if outcome.verdict is Verdict.OK:
             self.auth_user = creds.username
             return _AUTH_OK

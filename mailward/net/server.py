@@ -26,6 +26,9 @@ Interface with the application (``SessionHandler``; every method is required exc
     async on_close(reason) -> None    # "quit" | "lost" | "timeout" | "error" | "limit"
                                       # | "rejected" (connect refused by the handler) | "shutdown"
     cram_challenge() -> str           # optional: the CRAM-MD5 challenge text
+    auth_start_now(mechanism) -> Reply | None   # optional, both or neither: on_auth_start and
+    auth_now(creds) -> Reply | None             # on_auth answered without awaiting (None from
+                                                # auth_now = not known yet: on_auth is awaited)
 
 Flow control: reading pauses while unprocessed input exceeds a bound (the handler is slow)
 and while the transport's write buffer is above its high-water mark (the peer reads
@@ -166,6 +169,10 @@ class _Session(asyncio.Protocol):
         self.info: ConnInfo | None = None
         self.task: asyncio.Task | None = None
         self._waiter: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = None   # the timeout of the wait for input
+        self._deadline = 0.0            # loop time by which the next command must be complete
+        self._fast = False              # the handler answers AUTH without awaiting (see _answer_now)
+        self._held: ev.Event | None = None   # taken out of the core by _answer_now, for the task
         self._drain: asyncio.Future | None = None
         self._lost = False
         self._read_paused = False
@@ -208,6 +215,11 @@ class _Session(asyncio.Protocol):
         core.receive_data(data)
         if core.buffered > READ_HIGH_WATER and not self._read_paused:
             self._pause_reading()
+        w = self._waiter
+        if (self._fast and w is not None and not w.done() and self._held is None and not core.in_data
+                and not self._stopping and not self._read_paused and not self._write_paused
+                and self._answer_now()):
+            return                      # answered here; the task keeps waiting for input
         self._wake()
 
     def eof_received(self) -> bool:
@@ -280,17 +292,67 @@ class _Session(asyncio.Protocol):
 
         One future and one timer handle per wait, not ``asyncio.timeout()``: this runs once
         per command round trip, and the context manager's bookkeeping (current task,
-        reschedule, uncancel) cost more than the rest of the wait.
+        reschedule, uncancel) cost more than the rest of the wait. ``_answer_now`` may
+        replace the timer (a command answered while waiting moves the deadline).
         """
         if self._stopping and not self.core.in_data:
             return True
         self._waiter = waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, waiter)
+        self._timer = self.loop.call_later(timeout, _expire, waiter)
         try:
             return await waiter is not False
         finally:
-            timer.cancel()
+            self._timer.cancel()
+            self._timer = None
             self._waiter = None
+
+    def _answer_now(self) -> bool:
+        """Answer AUTH right here, in the read callback, when the reply is known without
+        waiting: the handler's ``auth_start_now`` always, ``auth_now`` for a credential it
+        can decide at once (a cache hit). No task wake-up and no extra loop pass for the
+        round trip a client spends on AUTH (RFC 4954: it waits for the 235).
+
+        True: everything received was answered and written, the task keeps waiting (with a
+        new command deadline). False: the task must take over; an event already taken out of
+        the core is left in ``_held`` for it, in order, before any other input.
+        """
+        core, handler = self.core, self.handler
+        answered = False
+        try:
+            while True:
+                event = core.next_event()
+                if event is NEED_DATA:
+                    break
+                kind = type(event)
+                if kind is ev.AuthStart and event.mechanism != "CRAM-MD5":   # CRAM: cram_challenge
+                    core.respond(handler.auth_start_now(event.mechanism))
+                elif kind is ev.AuthCredentials:
+                    reply = handler.auth_now(event.credentials)
+                    if reply is None:
+                        self._held = event
+                        return False
+                    core.respond(reply)
+                else:
+                    if event is not PAUSED:
+                        self._held = event
+                    return False
+                answered = True
+        except Exception:
+            log.exception("SMTP session on %s failed", self.server.spec.name)
+            self.transport.write(Reply(421, f"4.3.0 {self.server.hostname} Error: internal error").to_bytes())
+            self.transport.close()
+            return False
+        if not answered:
+            return False
+        data = core.data_to_send()
+        if data:
+            self.transport.write(data)
+        timeout = self.server.spec.command_timeout
+        self._deadline = self.loop.time() + timeout
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(timeout, _expire, self._waiter)
+        return True
 
     def request_stop(self) -> None:
         """Listener shutdown: end the session at its next idle point."""
@@ -303,6 +365,7 @@ class _Session(asyncio.Protocol):
         reason = "error"
         try:
             self.handler = self.server.factory()
+            self._fast = hasattr(self.handler, "auth_now") and hasattr(self.handler, "auth_start_now")
             reason = await self._converse()
         except asyncio.CancelledError:
             reason = "shutdown"
@@ -336,15 +399,19 @@ class _Session(asyncio.Protocol):
         # A command must be complete within command_timeout of the previous one: a client
         # trickling a byte at a time cannot hold the connection by resetting a per-read timer.
         # The clock starts when we begin waiting after the last command was handled.
-        command_deadline = self.loop.time() + spec.command_timeout
+        self._deadline = self.loop.time() + spec.command_timeout
         progressed = False
         while True:
-            event = core.next_event()
+            event = self._held
+            if event is not None:
+                self._held = None
+            else:
+                event = core.next_event()
             if event is not NEED_DATA and event is not PAUSED:
                 progressed = True
             elif progressed:
                 progressed = False
-                command_deadline = self.loop.time() + spec.command_timeout
+                self._deadline = self.loop.time() + spec.command_timeout
             if event is NEED_DATA or event is PAUSED:
                 if core.tls_pending:
                     ok = await self._starttls()
@@ -366,7 +433,7 @@ class _Session(asyncio.Protocol):
                 if core.in_data:
                     timeout = spec.data_timeout
                 else:
-                    timeout = max(0.0, command_deadline - self.loop.time())
+                    timeout = max(0.0, self._deadline - self.loop.time())
                 if not await self._wait_input(timeout):
                     core.refuse(Reply(421, f"4.4.2 {self.server.hostname} Error: timeout exceeded"))
                     await self._flush()
