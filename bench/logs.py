@@ -8,8 +8,9 @@ written by the gateway's own formatter) into a temporary directory, then times:
   parse       ``parse_line`` on every line (the shared grammar)
   reader      the toolkit's reader: parse + appliance key + UTC time + counters
   full        reader + correlator + AUTH report (what ``mailward logs auth`` does)
-  detect-cmd  what ``mailward logs detect`` runs (without evidence lines): its relevance filter,
-              reader + correlator + AUTH report + detection rules
+  detect-cmd  what ``mailward logs detect`` runs: its block scan (AUTH lines, their connections,
+              the start/recipient/end lines of messages on those connections), reader +
+              correlator (evidence lines kept) + detection rules
   auth-cmd    what ``mailward logs auth`` runs: the relevance filter skips lines without "SMTP"
               unparsed, then reader + correlator + AUTH report on the rest
   track-cmd   what ``mailward logs track --mid M`` runs: id scans, then only those lines parsed
@@ -49,7 +50,7 @@ from mailward.logs import synth  # noqa: E402
 from mailward.logs.authreport import AuthReport  # noqa: E402
 from mailward.logs.correlate import Correlator  # noqa: E402
 from mailward.logs.detect import Detector  # noqa: E402
-from mailward.logs.scan import auth_scan  # noqa: E402
+from mailward.logs.scan import auth_scan, detect_scan  # noqa: E402
 from mailward.logs.sources import Reader, open_binary  # noqa: E402
 from mailward.maillog import events as E  # noqa: E402
 from mailward.maillog import grammar  # noqa: E402
@@ -160,14 +161,8 @@ def correlate_only(path: str, limit: int = 200_000) -> None:
 def t_detect(path: str) -> int:
     findings = []
     det = Detector(findings.append)
-    rep = AuthReport(keep_attempts=False)
-
-    def on_auth(a):
-        rep.add(a)
-        det.on_auth(a)
-
-    corr = Correlator(on_auth=on_auth, on_story=det.on_story)
-    r = Reader(only=Detector.RELEVANT)
+    corr = Correlator(on_auth=det.on_auth, on_story=det.on_story, keep_lines=True)
+    r = Reader(only=detect_scan([path], open_binary))
     r.read([path], corr.feed)
     corr.flush()
     det.flush()

@@ -28,6 +28,8 @@ Choices worth knowing:
 - State of a message ends at ``Message finished``; anything idle for ``--idle`` seconds of log
   time (per appliance) is reported as it stands (``expired``). Memory is bounded by the
   messages in flight within that window, not by the file size.
+- ``logs detect`` parses what ``logs auth`` does plus the start, recipient and end lines of
+  messages sent on those connections; its findings are a full read's (tests assert it).
 - ``logs auth`` parses only the AUTH lines and the opening/closing lines of their connections
   (found by a first scan for the ids the AUTH lines name); ``logs track`` only the lines of
   the stories it can show (ids given, or seeded by a scan for the searched user, IP, address

@@ -20,7 +20,7 @@ from .follow import Follower
 from .model import Message
 from .pipeline import Options, host_filter, run
 from .render import progress, story_text, table, write_csv, write_json, write_jsonl
-from .scan import auth_scan
+from .scan import auth_scan, detect_scan
 from .sources import Reader, iso, open_binary, parse_when
 
 
@@ -264,7 +264,10 @@ def detect_cmd(files, fmt, since, until, hosts, year, idle, evidence, **kw):
             det.on_story(m)
 
     with progress() as prog:
-        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True, only=Detector.RELEVANT),
+        # Only the lines the rules need are parsed (``scan.detect_scan``); the findings are
+        # those of a full read.
+        only = detect_scan(list(files), open_binary)
+        stats, _ = run(files, Options(year, tuple(hosts), idle, keep_lines=True, only=only),
                        on_story=on_story, on_auth=on_auth, progress=prog)
     det.flush()
     _note_unparsed(stats)

@@ -272,10 +272,6 @@ class Detector:
             facet.add(one)
             ep.add_lines([a.raw])
 
-    #: The only lines the rules need (``logs detect`` parses nothing else): AUTH and the ICID
-    #: lines with their addresses ("SMTP"), the MID -> ICID link, recipients, message ends.
-    RELEVANT = ("SMTP", "Start MID", " To: <", "Message finished")
-
     def on_story(self, m: Message) -> None:
         user = m.auth_user
         if user is None or m.relation in ("split", "rewritten", "reinjected"):

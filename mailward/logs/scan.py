@@ -145,18 +145,9 @@ _AUTH_LINES = (rb"SMTP (?:Auth|authentication |ICID (?P<icid>\d+) |DCID (?P<dcid
                rb"CID (?:(?<=ICID )(?P<icid>\d+)|(?<=DCID )(?P<dcid>\d+)) (?:close|lost)\b")
 
 
-def auth_scan(paths: list[str], open_binary) -> LineScan:
-    """The lines ``logs auth`` needs from ``paths``; ``open_binary`` opens one input.
-
-    Stdin cannot be read twice: with it, every connection's opening and closing line is kept.
-    With files, a first scan collects the ICIDs and DCIDs that carry AUTH lines (ids of every
-    appliance together: a few extra lines of another appliance's same id are harmless, a
-    missing one is not). The second keeps the AUTH lines and the opening and closing lines of
-    those connections only: on a busy gateway that is a few percent of the log. The correlator
-    then sees, for every id that matters, the same lifecycle lines as in a full read.
-    """
-    if "-" in paths:
-        return LineScan(_AUTH_LINES)
+def _auth_ids(paths: list[str], open_binary) -> tuple[set[bytes], set[bytes]]:
+    """The ICIDs and DCIDs named by AUTH lines in ``paths`` (ids of every appliance together:
+    a few extra lines of another appliance's same id are harmless, a missing one is not)."""
     icids: set[bytes] = set()
     dcids: set[bytes] = set()
     for p in paths:
@@ -169,4 +160,37 @@ def auth_scan(paths: list[str], open_binary) -> LineScan:
             pass        # a damaged .gz: the reader reports it; what was there is scanned
         finally:
             raw.close()
+    return icids, dcids
+
+
+def auth_scan(paths: list[str], open_binary) -> LineScan:
+    """The lines ``logs auth`` needs from ``paths``; ``open_binary`` opens one input.
+
+    Stdin cannot be read twice: with it, every connection's opening and closing line is kept.
+    With files, a first scan collects the ICIDs and DCIDs that carry AUTH lines. The second
+    keeps the AUTH lines and the opening and closing lines of those connections only: on a
+    busy gateway that is a few percent of the log. The correlator then sees, for every id
+    that matters, the same lifecycle lines as in a full read.
+    """
+    if "-" in paths:
+        return LineScan(_AUTH_LINES)
+    icids, dcids = _auth_ids(paths, open_binary)
     return LineScan(_AUTH_LINES, {"icid": icids, "dcid": dcids})
+
+
+# --- logs detect ----------------------------------------------------------------------------
+
+# Besides AUTH, the detector reads the stories of authenticated senders (how many recipients
+# per message): a message's start and recipient lines name its ICID; its end does not.
+_DETECT_LINES = _AUTH_LINES + (rb"Start MID \d+ ICID (?P<icid>\d+)",
+                               rb"ICID (?P<icid>\d+) (?:RID \d+ )?To: <",
+                               rb"Message finished MID ")
+
+
+def detect_scan(paths: list[str], open_binary) -> LineScan:
+    """The lines ``logs detect`` needs: those of ``auth_scan``, and the start, recipient and
+    end lines of the messages sent on connections that carry AUTH lines."""
+    if "-" in paths:
+        return LineScan(_DETECT_LINES)
+    icids, dcids = _auth_ids(paths, open_binary)
+    return LineScan(_DETECT_LINES, {"icid": icids, "dcid": dcids})

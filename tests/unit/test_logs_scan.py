@@ -148,3 +148,43 @@ def test_two_appliances_over_syslog_with_the_same_ids(tmp_path):
     by_host = [{a["icid"] for a in full[1] if a["direction"] == "inbound" and a["appliance"] == h}
                for h in ("esa-a", "esa-b")]
     assert by_host[0] & by_host[1]                   # the same ICIDs on both appliances
+
+
+def _findings(reader: Reader, path: str) -> list[dict]:
+    from mailward.logs.detect import Detector, Thresholds
+
+    found = []
+    # a low recipient threshold, so that the story-based rule fires on the generated log too
+    det = Detector(found.append, Thresholds(burst_recipients=8, burst_window=900))
+    corr = Correlator(on_auth=det.on_auth, on_story=det.on_story, keep_lines=True)
+    reader.read([path], corr.feed)
+    corr.flush()
+    det.flush()
+    return [f.as_dict() for f in found]
+
+
+def test_detect_scan_finds_exactly_what_a_full_read_finds(tmp_path):
+    from mailward.logs.scan import detect_scan
+
+    path = tmp_path / "mail.current"
+    with path.open("w") as f:
+        synth.write(f, 120_000, seed=13)
+    def comparable(findings: list[dict]) -> list[dict]:
+        # A recipient burst quotes the first lines of each message as its evidence; the scan
+        # reads a message's start and recipient lines, a full read also its HAT and From lines.
+        return [f | {"evidence": None} if f["kind"] == "recipient_burst" else f for f in findings]
+
+    kinds = set()
+    for p in (str(path), str(SAMPLES / "seed_smtp_auth_technote.log")):
+        full = _findings(Reader(), p)
+        reader = Reader(only=detect_scan([p], open_binary))
+        assert comparable(_findings(reader, p)) == comparable(full)
+        kinds |= {f["kind"] for f in full}
+        if p == str(path):
+            assert reader.stats.skipped > reader.stats.lines / 2
+    assert kinds >= {"brute_force", "password_spray", "recipient_burst"}
+    runner = CliRunner()
+    from_file = runner.invoke(logs_group, ["detect", str(path), "--format", "json"], catch_exceptions=False)
+    from_stdin = runner.invoke(logs_group, ["detect", "-", "--format", "json"], input=path.read_text(),
+                               catch_exceptions=False)
+    assert json.loads(from_file.stdout) == json.loads(from_stdin.stdout) != []
