@@ -14,7 +14,7 @@ starting the client to the sink receiving the last of them (``smtp-sink -c`` pri
 ``mesg=`` counter at every end of DATA). Both relays fsync each message before their 250.
 
 Usage: python bench/relay.py [--quick] [--only mailward|postfix] [--rounds R] [--messages N]
-                             [--no-auth] [--soak N] [--keep]
+                             [--no-auth | --auth-only] [--soak N] [--keep]
 Needs root (a private Postfix instance, smtp-sink dropping to ``nobody``).
 """
 from __future__ import annotations
@@ -685,11 +685,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sizes", type=ints, default=[1024, 20480], help="body sizes in bytes")
     ap.add_argument("--auth-conc", type=ints, default=[1, 10, 50], help="concurrencies of the AUTH variant")
     ap.add_argument("--no-auth", action="store_true", help="skip the AUTH PLAIN variant")
+    ap.add_argument("--auth-only", action="store_true",
+                    help="only the AUTH cells and their no-AUTH twins (no smtp-source cells)")
     ap.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
     ap.add_argument("--stall", type=float, default=15.0, help="give up a run after this long without progress")
     ap.add_argument("--soak", type=int, default=0, help="instead: one long run of N messages, RSS sampled")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs) for inspection")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.auth_only:
+        if args.no_auth:
+            ap.error("--auth-only and --no-auth exclude each other")
+        args.conc = []
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
