@@ -58,6 +58,9 @@ class MailLogWriter:
         self.last_error: BaseException | None = None
         self._lock = threading.RLock()
         self._batch: list[str] = []
+        self._stamp_sec = -1                # the second self._stamp / self._when are for
+        self._stamp = ""
+        self._when = datetime.fromtimestamp(0)
         self._scheduled = False
         self._closed = False
         self._fh = None
@@ -97,11 +100,16 @@ class MailLogWriter:
 
     def emit(self, event: ev.Event) -> None:
         try:
-            now = self.clock()
-            when = self._local(now)
+            sec = int(self.clock())
+            if sec != self._stamp_sec:
+                # Lines carry whole seconds: the local time and its text are made once a second.
+                self._when = self._local(sec)
+                self._stamp = format_ctime(self._when)
+                self._stamp_sec = sec
+            when = self._when
             level = event.LEVEL
             body = format_body(event, max_field=self.max_field)
-            line = "%s %s: %s" % (format_ctime(when), level, body)
+            line = "%s %s: %s" % (self._stamp, level, body)
         except Exception as exc:  # a bad event must not take its caller down
             self._fail(exc)
             return

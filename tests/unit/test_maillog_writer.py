@@ -255,3 +255,14 @@ def test_hash_chain_flag_uses_a_key_beside_the_subscription_folders(tmp_path):
     key = load_or_create_key(tmp_path / "chain.key")
     assert stat.S_IMODE(os.stat(tmp_path / "chain.key").st_mode) == 0o600
     assert verify(w.path, w.chain_path, key) == []
+
+
+def test_each_line_carries_its_own_second_across_second_and_day_boundaries(tmp_path):
+    clock = Clock(T0 + 0.2)
+    w = _writer(tmp_path, clock=clock)
+    for dt in (0.0, 0.7, 0.79, 1.9, 86400.0):       # same second, a later one, next day
+        clock.t = T0 + 0.2 + dt
+        w.emit(ev.IcidClose(int(dt * 100)))
+    w.close()
+    stamps = [ln[:24] for ln in _read(tmp_path / "mail_logs" / "mail.current")[3:]]
+    assert stamps == ["Wed Apr 22 05:43:59 2009"] * 3 + ["Wed Apr 22 05:44:01 2009", "Thu Apr 23 05:43:59 2009"]
