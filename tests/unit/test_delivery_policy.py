@@ -292,3 +292,23 @@ def test_schedule_timers_fresh_commits_locks_and_flush():
     assert s.due(busy=set(), locked=set()) == []
     assert [m.mid for m in s.due(busy=set(), locked=set(), flush=True)] == [2, 1]
     assert spool.scans == 2                                            # start + flush, never per pass
+
+
+def _reference_stuffing(body: bytes) -> bytes:
+    """The wire form computed the slow, obvious way on the whole body."""
+    lines = re.split(rb"\r\n|\r|\n", body)
+    out = b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines[:-1])
+    last = lines[-1]
+    if last:
+        out += (b"." + last if last.startswith(b".") else last) + b"\r\n"
+    return out + b".\r\n"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"ab", b".", b"\r\n", b"\r", b"\n", b"x.y", b"..", b"\r\n.\r\n"]), max_size=40),
+       st.lists(st.integers(min_value=0, max_value=200), max_size=6))
+def test_dot_stuffing_matches_the_obvious_way_for_any_chunking(parts, cuts):
+    # text-like bodies, mostly clean CRLF lines: the chunks that go out unchanged and the ones
+    # walked line by line must agree with each other and with the whole-body computation
+    body = b"".join(parts)
+    assert stuff(body, [c for c in cuts if c <= len(body)]) == _reference_stuffing(body)
