@@ -352,35 +352,49 @@ class SmtpConnection:
 
     async def _read_reply(self, stage: Stage) -> Reply:
         code, lines = None, []
+        expired = False
+
+        def expire() -> None:
+            # Tearing the connection down ends the read; a timed-out connection is dropped
+            # anyway. One timer handle per reply costs far less than asyncio.timeout()'s
+            # cancellation machinery, and this runs for every reply of every message.
+            nonlocal expired
+            expired = True
+            self.alive = False
+            self.writer.transport.abort()
+
+        timer = asyncio.get_running_loop().call_later(self.command_timeout, expire)
         try:
-            async with asyncio.timeout(self.command_timeout):
-                while True:
-                    raw = await self.reader.readline()
-                    if not raw:
-                        raise EOFError()
-                    if len(lines) >= MAX_REPLY_LINES:
-                        raise DeliveryFailure(stage, Kind.NETWORK, "reply too long")
-                    # An over-long line is cut, not refused: after DATA the next hop may already
-                    # have taken the message, and refusing its 250 would deliver it again.
-                    text = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
-                    if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
-                        raise DeliveryFailure(stage, Kind.NETWORK, f"malformed reply {text[:80]!r}")
-                    if code is not None and int(text[:3]) != code:
-                        raise DeliveryFailure(stage, Kind.NETWORK, "inconsistent multi-line reply")
-                    code = int(text[:3])
-                    lines.append(text[4:])
-                    if text[3:4] != "-":
-                        return Reply(code, tuple(lines))
+            while True:
+                raw = await self.reader.readline()
+                if not raw:
+                    raise EOFError()
+                if len(lines) >= MAX_REPLY_LINES:
+                    raise DeliveryFailure(stage, Kind.NETWORK, "reply too long")
+                # An over-long line is cut, not refused: after DATA the next hop may already
+                # have taken the message, and refusing its 250 would deliver it again.
+                text = raw[:MAX_REPLY_LINE].decode("utf-8", "replace").rstrip("\r\n")
+                if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
+                    raise DeliveryFailure(stage, Kind.NETWORK, f"malformed reply {text[:80]!r}")
+                if code is not None and int(text[:3]) != code:
+                    raise DeliveryFailure(stage, Kind.NETWORK, "inconsistent multi-line reply")
+                code = int(text[:3])
+                lines.append(text[4:])
+                if text[3:4] != "-":
+                    return Reply(code, tuple(lines))
         except DeliveryFailure:
             self.abort()
+            if expired:         # a line cut short by the teardown
+                raise DeliveryFailure(stage, Kind.TIMEOUT, "timeout") from None
             raise
-        except TimeoutError:
-            self.abort()
-            raise DeliveryFailure(stage, Kind.TIMEOUT, "timeout") from None
         except (OSError, EOFError, ValueError, ssl.SSLError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError) as exc:
             self.abort()
+            if expired:
+                raise DeliveryFailure(stage, Kind.TIMEOUT, "timeout") from None
             raise DeliveryFailure(stage, Kind.NETWORK, _net_detail(exc)) from None
+        finally:
+            timer.cancel()
 
     async def _send_body(self, body: bytes | BinaryIO) -> None:
         """Stream the message through ``DotStuffer`` in bounded chunks, then the final dot

@@ -356,6 +356,24 @@ def test_a_silent_server_times_out_and_defers(tmp_path):
     run(go())
 
 
+def test_no_answer_to_the_final_dot_times_out_and_defers(tmp_path):
+    # The reply timer tears the connection down; the wait ends as a timeout, not a hang.
+    async def go():
+        async with ScriptedServer() as srv, \
+                harness(tmp_path, [route_to(srv, tls="off")], retry=SLOW, command_timeout=0.3) as h:
+            srv.delay = 5.0
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            mid = await h.submit(["b@dest.test"])
+            await h.until(lambda: h.of(ev.Delayed))
+            assert loop.time() - t0 < 3.0
+            d = h.of(ev.Delayed)[0]
+            assert d.response == ev.SmtpResponse("000", ("timeout",)) and d.status.startswith("4.")
+            assert h.spool.get(mid).attempts == 1
+            await h.until(lambda: h.of(ev.DcidClose))
+    run(go())
+
+
 def test_5xx_after_data_bounces_every_accepted_recipient(tmp_path):
     def script(verb, arg, conn):
         return "554 5.6.0 Message content rejected" if verb == "DATA" else None
