@@ -53,6 +53,7 @@ class CredentialCache:
         self._by_user: dict[tuple[str, str], set[bytes]] = {}
         self.hits = 0
         self.misses = 0
+        self._ok: dict[str, AuthOutcome] = {}     # profile -> its (immutable) "cached" OK outcome
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -132,7 +133,10 @@ def cached_outcome(cache: CredentialCache | None, profile: str, creds: Credentia
     password = password_of(creds)
     if password is None or not cache.hit(profile, creds.username, password):
         return None
-    return AuthOutcome(Verdict.OK, profile, detail="cached")
+    ok = cache._ok.get(profile)
+    if ok is None:
+        ok = cache._ok[profile] = AuthOutcome(Verdict.OK, profile, detail="cached")
+    return ok
 
 
 async def verify_with_cache(cache: CredentialCache | None, profile: str, creds: Credentials,

@@ -175,6 +175,31 @@ class AuthGuard:
             await self._sleep(d)
         return d
 
+    def passes_now(self, ip: str, user: str | None) -> bool:
+        """Would an attempt now be neither refused nor delayed? Registers nothing.
+
+        For an attempt decided without waiting (``Authenticator.authenticate_now``): it
+        would be in flight for no time at all, so ``admit`` + ``end`` around it reduce to this
+        test: no lockout, and for a key with counted failures, fewer than ``free_failures``
+        of them counting the attempts of others still in flight (what ``admit``'s delay is).
+        The keys are touched (kept from eviction) as ``admit`` would.
+        """
+        now = self._clock()
+        s = self.settings
+        with self._lock:
+            for scope, key in ((self._ip, ip), (self._user, user)):
+                if key is None:
+                    continue
+                c = scope.get(key, now)
+                if c is None:
+                    continue
+                scope.counters.move_to_end(key)
+                if c.locked_until > now:
+                    return False
+                if c.times and s.base_delay > 0 and len(c.times) + c.in_flight >= s.free_failures:
+                    return False
+            return True
+
     def admit(self, ip: str, user: str | None) -> tuple[LockoutInfo | None, float]:
         """``check`` then ``begin`` in one step (one lock, one clock read), as an AUTH does.
 

@@ -61,25 +61,19 @@ class Authenticator:
         if verify_cached is None:
             return None
         guard = self.guard
-        if guard is not None:
-            lock, delay = guard.admit(client_ip, creds.username)
-            if lock is not None:
-                return None                  # nothing registered: the full path refuses it
-            if delay > 0:
-                guard.end(client_ip, creds.username)
-                return None
+        # Nothing awaits between the guard's test and the answer: the attempt is never in
+        # flight alongside another, so admit + end reduce to passes_now (see there).
+        if guard is not None and not guard.passes_now(client_ip, creds.username):
+            return None                      # locked out or tarpitted: the full path
         try:
-            try:
-                outcome = verify_cached(creds)
-            except Exception:  # the full path reports a profile bug
-                outcome = None
-            if outcome is not None and guard is not None:
-                guard.record_success(client_ip, creds.username)
-        finally:
-            if guard is not None:
-                guard.end(client_ip, creds.username)
-        if outcome is not None:
-            self._log(outcome, creds, icid, creds.mechanism.upper())
+            outcome = verify_cached(creds)
+        except Exception:  # the full path reports a profile bug
+            return None
+        if outcome is None:
+            return None
+        if guard is not None:
+            guard.record_success(client_ip, creds.username)
+        self._log(outcome, creds, icid, creds.mechanism.upper())
         return outcome
 
     async def authenticate(self, profile_name: str, creds: Credentials, *, icid: int,

@@ -63,13 +63,9 @@ class _Entry:
         return f"{name}:{self.hash}" + (f":{crammd5.encode(self.cram)}" if self.cram else "")
 
 
-@dataclass(frozen=True)
-class _Stamp:
-    ino: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int       # a chmod changes only ctime, and a loosened mode must be noticed
-    mode: int
+# What tells a changed users file: (inode, size, mtime_ns, ctime_ns, mode). ctime because a
+# chmod changes only ctime, and a loosened mode must be noticed.
+_Stamp = tuple[int, int, int, int, int]
 
 
 class UserStore:
@@ -84,6 +80,7 @@ class UserStore:
     def __init__(self, path: Path | str, *, hasher: PasswordHasher | None = None,
                  executor: Executor | None = None, create: bool = False):
         self.path = Path(path)
+        self._fspath = str(self.path)
         self.hasher = hasher or default_hasher()
         self._executor = executor or ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="argon2")
@@ -135,8 +132,9 @@ class UserStore:
         return self._load()
 
     def _stat(self) -> _Stamp:
-        st = os.stat(self.path)
-        return _Stamp(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        # Every password check calls this: a plain tuple compares faster than a dataclass.
+        st = os.stat(self._fspath)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
     def _load(self) -> frozenset[str]:
         try:
@@ -154,7 +152,7 @@ class UserStore:
             old = self._users
             self._users = users
             self._has_cram = any(e.cram is not None for e in users.values())
-            self._stamp = _Stamp(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+            self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         changed = frozenset(n for n in set(old) | set(users) if old.get(n) != users.get(n))
         if changed and old is not users:
             for listener in self._listeners:

@@ -260,3 +260,32 @@ def test_admit_is_check_then_begin_in_one_step():
     # a refused attempt is not in flight: nothing to end, nothing counted
     assert a._ip.counters["10.0.0.1"].in_flight == 0
     assert a.tracked() == b.tracked()
+
+
+def test_passes_now_is_admit_without_delay_or_lockout_and_registers_nothing():
+    # Twin guards fed the same history: passes_now() on one must say what admit() says on the
+    # other (no lockout and no delay), at every step, without putting anything in flight.
+    def twins(**kw):
+        return make(**kw)[:2], make(**kw)[:2]
+
+    for kw in (dict(free_failures=2, base_delay=0.5, lockout_failures=5),
+               dict(free_failures=2, base_delay=0.0, lockout_failures=5)):
+        (a, clock_a), (b, clock_b) = twins(**kw)
+        answers = []
+        for step in range(7):
+            for ip, user in (("10.0.0.1", "alice"), ("10.0.0.2", "alice"), ("10.0.0.1", "bob"),
+                             ("10.0.0.3", "carol")):
+                before = a._ip.counters.get(ip).in_flight if ip in a._ip.counters else 0
+                now = a.passes_now(ip, user)
+                lock, delay = b.admit(ip, user)
+                if lock is None:
+                    b.end(ip, user)
+                assert now == (lock is None and delay == 0.0), (kw, step, ip, user)
+                assert (a._ip.counters.get(ip).in_flight if ip in a._ip.counters else 0) == before
+                answers.append(now)
+            for g in (a, b):                       # history: alice fails from 10.0.0.1 ...
+                g.record_failure("10.0.0.1", "alice")
+            if step == 0:                          # ... while another attempt is in flight there
+                for g in (a, b):
+                    g.begin("10.0.0.1", "dave")
+        assert True in answers and False in answers   # both answers were exercised
