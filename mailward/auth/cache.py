@@ -9,10 +9,16 @@ is one C call (~0.6 us, against ~1.6 us for HMAC-SHA256 through ``hmac``): a hit
 path of every repeated AUTH. It stores positive results only: a negative cache would let one typo keep a
 user out for the TTL and would make "wrong password" cheaper to test than a real check.
 
+Concurrent misses for the same credentials share one verification (single flight): when a busy
+client's entry runs out, its many connections would otherwise all run the KDF at once (and
+overflow the verifier's queue into 454s). Only a success is shared; a failure or a backend
+error is verified and reported per attempt.
+
 Must not know how a profile verifies a password, nor anything about SMTP.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
@@ -54,6 +60,8 @@ class CredentialCache:
         self.hits = 0
         self.misses = 0
         self._ok: dict[str, AuthOutcome] = {}     # profile -> its (immutable) "cached" OK outcome
+        # digest -> outcome of a verification in progress (True = OK); event-loop side only
+        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -145,16 +153,47 @@ async def verify_with_cache(cache: CredentialCache | None, profile: str, creds: 
 
     A success is stored; a FAIL for the user clears that user's entries (the password may have
     changed at the backend); a TEMPFAIL leaves the cache alone (the backend said nothing).
-    Only mechanisms that carry the clear-text password are cached.
+    Only mechanisms that carry the clear-text password are cached. An attempt whose exact
+    credentials are already being verified waits for that verification and shares its success.
     """
     password = password_of(creds)
     if cache is None or password is None:
         return await verify()
     if cache.hit(profile, creds.username, password):
         return AuthOutcome(Verdict.OK, profile, detail="cached")
+    key = cache._digest(profile, creds.username, password)
+    leader = cache._inflight.get(key)
+    if leader is not None:
+        # The same credentials are being verified right now (typically every connection of a
+        # busy client when its entry ran out): share that verification's success instead of
+        # running the KDF once per connection. Anything else is verified here, in full: a
+        # failure or a backend error carries this attempt's own events.
+        try:
+            if await asyncio.shield(leader):
+                return AuthOutcome(Verdict.OK, profile, detail="cached")
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the leader failed in a way that says nothing about these credentials
+            pass
+        return await _verify_and_learn(cache, profile, creds.username, password, verify)
+    done = asyncio.get_running_loop().create_future()
+    cache._inflight[key] = done
+    ok = False
+    try:
+        outcome = await _verify_and_learn(cache, profile, creds.username, password, verify)
+        ok = outcome.verdict is Verdict.OK
+        return outcome
+    finally:
+        # Cancelled or failed too: the waiters are released (and verify for themselves).
+        del cache._inflight[key]
+        done.set_result(ok)
+
+
+async def _verify_and_learn(cache: CredentialCache, profile: str, user: str, password: str,
+                            verify: Callable[[], Awaitable[AuthOutcome]]) -> AuthOutcome:
     outcome = await verify()
     if outcome.verdict is Verdict.OK:
-        cache.store(profile, creds.username, password)
+        cache.store(profile, user, password)
     elif outcome.verdict is Verdict.FAIL:
-        cache.invalidate(profile, creds.username)
+        cache.invalidate(profile, user)
     return outcome

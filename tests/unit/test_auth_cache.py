@@ -141,3 +141,60 @@ def test_entries_are_keyed_macs():
         except ValueError:
             continue
         raise AssertionError(f"a {len(bad)}-byte key was accepted")
+
+
+def test_concurrent_attempts_with_the_same_credentials_share_one_verification():
+    c = CredentialCache()
+    calls = []
+
+    def backend_for(verdict):
+        async def backend():
+            calls.append(1)
+            await asyncio.sleep(0.05)
+            return AuthOutcome(verdict, "P")
+        return backend
+
+    async def herd(password, verdict, n=20):
+        creds = Credentials("PLAIN", "alice", password)
+        return await asyncio.gather(*(verify_with_cache(c, "P", creds, backend_for(verdict)) for _ in range(n)))
+
+    # the entry ran out and every connection of a busy client re-verifies at once: one KDF
+    outs = _run(herd("pw", Verdict.OK))
+    assert len(calls) == 1 and all(o.verdict is Verdict.OK for o in outs) and c.hit("P", "alice", "pw")
+    assert not c._inflight
+    # a failure is never shared: every attempt is verified (and counted by the guard) on its own
+    calls.clear()
+    outs = _run(herd("guess", Verdict.FAIL, n=5))
+    assert len(calls) == 5 and all(o.verdict is Verdict.FAIL for o in outs)
+    # different passwords never wait for each other
+    calls.clear()
+
+    async def two():
+        a = verify_with_cache(c, "P", Credentials("PLAIN", "bob", "one"), backend_for(Verdict.OK))
+        b = verify_with_cache(c, "P", Credentials("PLAIN", "bob", "two"), backend_for(Verdict.FAIL))
+        return await asyncio.gather(a, b)
+    a, b = _run(two())
+    assert (a.verdict, b.verdict, len(calls)) == (Verdict.OK, Verdict.FAIL, 2)
+
+
+def test_a_cancelled_verification_releases_those_waiting_for_it():
+    c = CredentialCache()
+    calls = []
+
+    async def backend():
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return AuthOutcome(Verdict.OK, "P")
+
+    async def go():
+        creds = Credentials("PLAIN", "alice", "pw")
+        leader = asyncio.ensure_future(verify_with_cache(c, "P", creds, backend))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.ensure_future(verify_with_cache(c, "P", creds, backend))
+        await asyncio.sleep(0.01)
+        leader.cancel()                       # the first client hung up mid-verification
+        out = await asyncio.wait_for(waiter, 2.0)
+        return out, leader.cancelled()
+
+    out, cancelled = _run(go())
+    assert cancelled and out.verdict is Verdict.OK and len(calls) == 2 and not c._inflight
