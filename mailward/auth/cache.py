@@ -10,8 +10,8 @@ path of every repeated AUTH. It stores positive results only: a negative cache w
 user out for the TTL and would make "wrong password" cheaper to test than a real check.
 
 Concurrent misses for the same credentials share one verification (single flight): when a busy
-client's entry runs out, its many connections would otherwise all run the KDF at once (and
-overflow the verifier's queue into 454s). Only a success is shared; a failure or a backend
+client's entry runs out, its many connections would otherwise all run the KDF at once (64 MiB
+and an executor thread each). Only a success is shared; a failure or a backend
 error is verified and reported per attempt.
 
 Must not know how a profile verifies a password, nor anything about SMTP.
