@@ -12,19 +12,10 @@ import socket
 import time
 
 import pytest
-from argon2 import PasswordHasher, Type
 
 from mailward.auth.users import UserStore
 from mailward.gateway.session import InboundSession
-from tests.support.gateway import config_text, start_gateway
-
-ACCEPT_ALL = """
-[[listener.hat]]
-group = "None"
-match = ["ALL"]
-policy = "ACCEPT"
-"""
-
+from tests.support.gateway import ACCEPT_ALL, config_text, fast_user_store, start_gateway
 
 def plain(user: str, password: str) -> bytes:
     return b"AUTH PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()) + b"\r\n"
@@ -68,17 +59,8 @@ class CountingExecutor:
         return self.inner.shutdown(*a, **kw)
 
 
-def fast_store(tmp_path) -> UserStore:
-    # Cheap Argon2id parameters: the gateway verifies with the parameters in each hash.
-    store = UserStore(tmp_path / "users.db", create=True,
-                      hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
-    store.add("alice", "alice-pw")
-    store.add("bob", "bob-pw")
-    return store
-
-
 def gateway(tmp_path, *, guard: str = "", listener: str = ""):
-    fast_store(tmp_path)
+    fast_user_store(tmp_path, {"alice": "alice-pw", "bob": "bob-pw"})
     text = config_text(tmp_path, listener + ACCEPT_ALL)
     if guard:
         text = text.replace("free_failures = 100\nlockout_failures = 1000", guard)

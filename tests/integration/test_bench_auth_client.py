@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher, Type
 
-from mailward.auth.users import UserStore
-from tests.support.gateway import config_text, start_gateway
+from tests.support.gateway import ACCEPT_ALL, config_text, fast_user_store, start_gateway
 
 _spec = importlib.util.spec_from_file_location(
     "bench_auth_client", Path(__file__).resolve().parents[2] / "bench" / "auth_client.py")
@@ -26,19 +24,9 @@ auth_client = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = auth_client          # dataclasses look their module up there
 _spec.loader.exec_module(auth_client)
 
-ACCEPT_ALL = """
-[[listener.hat]]
-group = "None"
-match = ["ALL"]
-policy = "ACCEPT"
-"""
-
-
 @pytest.fixture
 def gw(tmp_path):
-    store = UserStore(tmp_path / "users.db", create=True,
-                      hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
-    store.add("bench", "bench-pw")
+    fast_user_store(tmp_path, {"bench": "bench-pw"})
     g = start_gateway(config_text(tmp_path, ACCEPT_ALL), tmp_path)
     yield g
     g.stop()

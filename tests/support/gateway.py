@@ -11,11 +11,32 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from argon2 import PasswordHasher, Type
+
+from mailward.auth.users import UserStore
 from mailward.config import Config, parse_config
 from mailward.gateway.app import Gateway
 from mailward.net.dns import StaticResolver
 
 TIMESTAMP = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} ")
+
+# A listener HAT row that ACCEPTs every client: relaying then takes AUTH.
+ACCEPT_ALL = """
+[[listener.hat]]
+group = "None"
+match = ["ALL"]
+policy = "ACCEPT"
+"""
+
+
+def fast_user_store(tmp: Path, users: dict[str, str], name: str = "users.db") -> UserStore:
+    """The users file ``config_text`` points at, with cheap Argon2id parameters (the gateway
+    verifies with the parameters stored in each hash)."""
+    store = UserStore(tmp / name, create=True,
+                      hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
+    for user, password in users.items():
+        store.add(user, password)
+    return store
 
 
 def config_text(tmp: Path, listener: str = "", extra: str = "", users_file: str = "users.db") -> str:
