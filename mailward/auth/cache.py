@@ -63,6 +63,13 @@ class CredentialCache:
         # digest -> outcome of a verification in progress (True = OK); event-loop side only
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
 
+    def ok(self, profile: str) -> AuthOutcome:
+        """The (immutable, shared) outcome of an AUTH answered from this cache."""
+        ok = self._ok.get(profile)
+        if ok is None:
+            ok = self._ok[profile] = AuthOutcome(Verdict.OK, profile, detail="cached")
+        return ok
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -141,10 +148,7 @@ def cached_outcome(cache: CredentialCache | None, profile: str, creds: Credentia
     password = password_of(creds)
     if password is None or not cache.hit(profile, creds.username, password):
         return None
-    ok = cache._ok.get(profile)
-    if ok is None:
-        ok = cache._ok[profile] = AuthOutcome(Verdict.OK, profile, detail="cached")
-    return ok
+    return cache.ok(profile)
 
 
 async def verify_with_cache(cache: CredentialCache | None, profile: str, creds: Credentials,
@@ -160,7 +164,7 @@ async def verify_with_cache(cache: CredentialCache | None, profile: str, creds: 
     if cache is None or password is None:
         return await verify()
     if cache.hit(profile, creds.username, password):
-        return AuthOutcome(Verdict.OK, profile, detail="cached")
+        return cache.ok(profile)
     key = cache._digest(profile, creds.username, password)
     leader = cache._inflight.get(key)
     if leader is not None:
@@ -170,7 +174,7 @@ async def verify_with_cache(cache: CredentialCache | None, profile: str, creds: 
         # failure or a backend error carries this attempt's own events.
         try:
             if await asyncio.shield(leader):
-                return AuthOutcome(Verdict.OK, profile, detail="cached")
+                return cache.ok(profile)
         except asyncio.CancelledError:
             raise
         except Exception:  # the leader failed in a way that says nothing about these credentials

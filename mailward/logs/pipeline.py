@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 
 from .correlate import Correlator
 from .model import AuthAttempt, Message
+from .scan import LineScan
 from .sources import Reader, Stats
 
 
@@ -20,7 +21,7 @@ class Options:
     hosts: tuple[str, ...] = ()        # glob patterns on the appliance key (serial or host)
     idle: float = 3600.0
     keep_lines: bool = False
-    only: object = None                # relevance filter (text, texts or pattern): see Reader
+    only: LineScan | None = None       # relevance filter: see Reader
     since: float | None = None         # line-level time window (stats only: stories need context)
     until: float | None = None
 

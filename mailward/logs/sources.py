@@ -158,19 +158,11 @@ class Reader:
 
     PROGRESS_EVERY = 16384
 
-    def __init__(self, year: int | None = None,
-                 only: str | tuple[str, ...] | re.Pattern[str] | Callable[[str], bool] | None = None) -> None:
-        """``only``: a relevance filter for reports that need few line types (``logs auth``
-        needs only lines containing ``SMTP``): lines containing none of the given texts are
-        counted as skipped and never parsed, which is where nearly all the time goes. A compiled
-        pattern filters on ``search``; a callable is a predicate. Header lines are always parsed."""
+    def __init__(self, year: int | None = None, only: LineScan | None = None) -> None:
+        """``only``: a relevance filter for reports that need few line types (``scan``): the
+        lines it does not pick are counted as skipped and never parsed, which is where nearly
+        all the time goes. Header lines are always parsed."""
         self.year = year
-        # Texts and patterns become a block scan (the lines are picked out of raw bytes in C);
-        # a predicate is asked line by line.
-        if isinstance(only, (str, tuple)):
-            only = LineScan.of_texts(only)
-        elif isinstance(only, re.Pattern):
-            only = LineScan([only.pattern.encode("ascii")])
         self.only = only
         self.stats = Stats()
 
@@ -205,7 +197,7 @@ class Reader:
             try:
                 mtime = time.time() if p == "-" else os.fstat(raw.fileno()).st_mtime
                 self.stats.files.append(Input(p).name)
-                scan = self.only if isinstance(self.only, LineScan) else None
+                scan = self.only
                 base = sizes_done
                 before = self.stats.lines
 
@@ -278,13 +270,8 @@ class Reader:
             hev = parse(h).event
             if isinstance(hev, VersionInfo):
                 serial = hev.serial
-        only = self.only
-        if prefiltered or only is None:
-            want = None
-        elif isinstance(only, LineScan):
-            want = only.wants       # lines not picked by a block scan (live tailing)
-        else:
-            want = only             # a predicate: True keeps the line
+        # Lines that did not come through the block scan (live tailing) are asked one by one.
+        want = None if prefiltered or self.only is None else self.only.wants
         nhead = len(head)
         skipped = 0
         for line in chain(head, it):

@@ -116,7 +116,7 @@ def test_progress_moves_with_the_blocks_even_when_few_lines_are_picked(tmp_path,
     path.write_text(HEADER + "".join(f"Wed Nov 19 09:17:00 2014 Info: MID {i} queued for delivery\n"
                                      for i in range(3000)))
     seen: list[tuple[int, int]] = []
-    reader = Reader(only="SMTP Auth")                       # selects nothing but the header
+    reader = Reader(only=LineScan.of_texts("SMTP Auth"))    # selects nothing but the header
     reader.read([str(path)], lambda a, t, rec: None, progress=lambda done, total: seen.append((done, total)))
     size = path.stat().st_size
     assert len(seen) > size // 4096 // 2
