@@ -14,8 +14,23 @@ import time
 def _clean(value: str, limit: int = 200) -> str:
     # Client-supplied text goes into a header: no CR/LF/controls (header injection), and
     # no parentheses that would end the comment it sits in.
+    if value.isprintable() and "(" not in value and ")" not in value and "\\" not in value:
+        return value[:limit]            # the usual case, without a loop over the characters
     out = "".join(c if c.isprintable() and c not in "()\\" else "?" for c in value)
     return out[:limit]
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _rfc2822_date(now: float) -> str:
+    """``email.utils.formatdate(now, localtime=True)``, made once per second (it costs about
+    as much as the rest of the header)."""
+    global _date_cache
+    sec = int(now)
+    if _date_cache[0] != sec:
+        _date_cache = (sec, email.utils.formatdate(sec, localtime=True))
+    return _date_cache[1]
 
 
 def received_header(*, helo: str, rdns: str | None, ip: str, hostname: str, mid: int,
@@ -33,7 +48,7 @@ def received_header(*, helo: str, rdns: str | None, ip: str, hostname: str, mid:
     if auth_user:
         lines.append(f"\t(Authenticated sender: {_clean(auth_user)})")
     lines.append(f"\tby {hostname} (mailward) with {proto} id {mid}")
-    date = email.utils.formatdate(now if now is not None else time.time(), localtime=True)
+    date = _rfc2822_date(now if now is not None else time.time())
     if rcpt is not None:
         lines.append(f"\tfor <{_clean(rcpt, 320)}>; {date}")
     else:
