@@ -68,6 +68,8 @@ __all__ = ["Envelope", "QueuedMessage", "RcptState", "Spool", "SpoolError", "Mes
 
 log = logging.getLogger(__name__)
 
+READ_FDS = 4    # segment descriptors kept open for reading bodies (see Spool._read_fds)
+
 
 class Spool:
     def __init__(self, root: Path | str, *, fsync: bool = True, segment_bytes: int = 64 << 20,
@@ -97,6 +99,10 @@ class Spool:
         self._wakeup_at = 0.0
         self._closing = False
         self.recovered_torn: dict[int, int] = {}
+        # Read-only descriptors of the segments delivery reads bodies from (loop thread only):
+        # each delivery would otherwise pay an open and a close, and most read the newest
+        # segment. Closed before their segment is deleted, and at close().
+        self._read_fds: dict[int, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -158,6 +164,13 @@ class Spool:
                 pass
         await self._committer.close()
         self._committer = None
+        self._close_read_fds()
+
+    def _close_read_fds(self, seg: int | None = None) -> None:
+        for n in ([seg] if seg is not None else list(self._read_fds)):
+            fd = self._read_fds.pop(n, None)
+            if fd is not None:
+                os.close(fd)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -273,18 +286,28 @@ class Spool:
             raise KeyError(f"MID {mid} is not queued")
         if loc.large:
             return open(self.root / LARGE / str(mid), "rb")
-        return io.BytesIO(self._read_inline(loc))
+        fd = self._read_fds.get(loc.seg)
+        if fd is None:
+            if len(self._read_fds) >= READ_FDS:
+                self._close_read_fds(next(iter(self._read_fds)))     # the oldest opened
+            fd = self._read_fds[loc.seg] = os.open(seg_path(self.root, loc.seg), os.O_RDONLY)
+        return io.BytesIO(self._pread(fd, loc))
 
     def read_body(self, mid: int) -> bytes:
         with self.open_body(mid) as f:
             return f.read()
 
     def _read_inline(self, loc: Location) -> bytes:
+        # Any thread (compaction reads off the loop): its own descriptor.
         fd = os.open(seg_path(self.root, loc.seg), os.O_RDONLY)
         try:
-            data = os.pread(fd, loc.body_len, loc.body_offset)
+            return self._pread(fd, loc)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _pread(fd: int, loc: Location) -> bytes:
+        data = os.pread(fd, loc.body_len, loc.body_offset)
         if len(data) != loc.body_len:  # pragma: no cover - would mean a damaged segment
             raise SpoolError(f"short read of body in segment {loc.seg}")
         return data
@@ -415,6 +438,7 @@ class Spool:
                     await self.compact(n)
                     if self._index.seg_live.get(n):
                         return
+                self._close_read_fds(n)
                 await self._committer.run_io(self._delete_segment, n)
                 # Bookkeeping stays on the loop thread (the I/O thread only touches files).
                 self._seg_sizes.pop(n, None)
