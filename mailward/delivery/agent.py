@@ -14,6 +14,7 @@ manager, which records them durably and only then logs them.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Mapping, Protocol, Sequence
 
@@ -101,8 +102,12 @@ BAD_SENDER_SYNTAX = Status("5.1.7", "Bad sender mailbox address syntax")
 BAD_RCPT_SYNTAX = Status("5.1.3", "Bad destination mailbox address syntax")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _unsafe(address: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in address)
+    # A control character would end or split the command line it goes into.
+    return _CONTROL.search(address) is not None
 
 
 def _is_ip(name: str) -> bool:
