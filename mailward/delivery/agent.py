@@ -16,12 +16,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO, Mapping, Protocol, Sequence
+from typing import BinaryIO, Callable, Mapping, Protocol, Sequence
 
 from ..maillog.events import (DcidClose, DcidTlsFailed, DcidTlsRequired, DcidTlsSuccess,
                               DeliveryConnectionError, NewDcid, OutboundAuthResult, SmtpResponse)
 from ..maillog.sink import EventSink
-from .client import (REVEALING, DeliveryFailure, Reply, SmtpConnection, choose_mechanism,
+from .client import (REVEALING, ConnectionStale, DeliveryFailure, Reply, SmtpConnection, choose_mechanism,
                      local_address_for, tls_context)
 from .routes import NextHop, Route
 from .trouble import (Kind, Outcome, Stage, Status, after_last_host, as_temporary, decide, kind_of_code,
@@ -234,24 +234,39 @@ class Agent:
 
     async def transaction(self, session: Session, sender: str, rcpts: Sequence[tuple[int, str]],
                           body: bytes | BinaryIO, *, size: int | None = None,
-                          params: tuple[tuple[str, str], ...] = ()) -> TransactionOutcome:
-        """One message over ``session``: per-recipient results (delivered, bounced, deferred)."""
+                          params: tuple[tuple[str, str], ...] = (),
+                          started: Callable[[], None] | None = None) -> TransactionOutcome:
+        """One message over ``session``: per-recipient results (delivered, bounced, deferred).
+
+        On a kept connection (not its first message) the transaction opens with RSET; when
+        that fails the session is closed and ``ConnectionStale`` raised: the caller delivers
+        the message over a new connection. ``started`` is called when the message's delivery
+        begins: on the wire after that RSET, or here for a message refused before the wire."""
         out = TransactionOutcome()
         if _unsafe(sender):
             # Never put control characters on the wire (command injection); the spool should
             # not hold such an address, so this is a permanent condition of the message.
             out.bounced = [RcptOutcome(rid, Outcome.BOUNCE_RECIPIENT, BAD_SENDER_SYNTAX) for rid, _ in rcpts]
+            if started is not None:
+                started()
             return out
         for rid, addr in rcpts:
             if _unsafe(addr):
                 out.bounced.append(RcptOutcome(rid, Outcome.BOUNCE_RECIPIENT, BAD_RCPT_SYNTAX))
         rcpts = [(rid, addr) for rid, addr in rcpts if not _unsafe(addr)]
         if not rcpts:
+            if started is not None:
+                started()
             return out
         rids = [rid for rid, _ in rcpts]
+        kept = session.messages > 0
         session.messages += 1
         try:
-            result = await session.conn.transaction(sender, [a for _, a in rcpts], body, size=size, params=params)
+            result = await session.conn.transaction(sender, [a for _, a in rcpts], body, size=size, params=params,
+                                                    reset_first=kept, started=started)
+        except ConnectionStale:
+            await self.close(session)
+            raise
         except DeliveryFailure as f:
             self._whole(out, rids, f)
             return out
@@ -278,14 +293,11 @@ class Agent:
             target.append(RcptOutcome(rid, item_kind, status, f.response, f.reply is not None))
 
     async def reusable(self, session: Session) -> bool:
-        """Before the next message on a kept connection: RSET, which also proves the peer
-        is still there. A dead or unhappy connection is closed (and logged closed)."""
+        """Before the next message on a kept connection: is it still open? A closed one is
+        closed here (and logged closed). The RSET that proves the peer still there opens the
+        next transaction (see ``transaction``)."""
         if session.alive:
-            try:
-                await session.conn.reset()
-                return True
-            except DeliveryFailure:
-                pass
+            return True
         await self.close(session)
         return False
 

@@ -30,6 +30,7 @@ from ..maillog.sink import EventSink
 from ..net.dns import Resolver
 from ..queue.model import Envelope, QueuedMessage, RcptState
 from .agent import Agent, AgentSettings, Counter, Credentials, HostsExhausted, Session
+from .client import ConnectionStale
 from .dsn import FailedRecipient, build_dsn, original_headers, wants_dsn
 from .routes import DestinationError, RouteTable, domain_of, next_hops
 from .schedule import Schedule
@@ -297,7 +298,12 @@ class QueueManager:
                         for j in jobs:
                             await self._hosts_failed(j, exc)
                         return
-                await self._deliver(session, job)
+                if not await self._deliver(session, job):
+                    # The kept connection was dead (its RSET failed) and is closed: the same
+                    # job goes first over a new one. A new connection's first message has no
+                    # RSET, so this happens at most once per job.
+                    session = None
+                    dest.queue.appendleft(job)
         finally:
             if session is not None:
                 await asyncio.shield(self.agent.close(session))
@@ -318,19 +324,27 @@ class QueueManager:
         finally:
             dest.idle -= 1
 
-    async def _deliver(self, session: Session, job: _Job) -> None:
+    async def _deliver(self, session: Session, job: _Job) -> bool:
+        """One job over ``session``. False: the kept connection turned out dead before the
+        message began (``ConnectionStale``, session closed); the job is not done, deliver it
+        over a new connection."""
         rnd, msg = job.round, job.round.msg
         env = msg.envelope
         mid = env.mid
         if self.spool.get(mid) is None:          # deleted by the operator meanwhile
             self._job_done(job)
-            return
-        self.sink.emit(DeliveryStart(session.dcid, mid, tuple(job.rids)))
+            return True
+        done = True
         try:
             with self.spool.open_body(mid) as body:
-                result = await self.agent.transaction(session, env.sender,
-                                                      [(r, env.recipients[r]) for r in job.rids],
-                                                      body, size=msg.size, params=env.params)
+                try:
+                    result = await self.agent.transaction(
+                        session, env.sender, [(r, env.recipients[r]) for r in job.rids], body,
+                        size=msg.size, params=env.params,
+                        started=lambda: self.sink.emit(DeliveryStart(session.dcid, mid, tuple(job.rids))))
+                except ConnectionStale:
+                    done = False
+                    return False
             if result.bounced:
                 self._ensure_headers(rnd)
             # Durable first: a recipient logged delivered is never delivered again.
@@ -345,7 +359,9 @@ class QueueManager:
             for d in result.deferred:
                 await self._defer_rcpt(rnd, d.rid, session.dcid, d.status, d.response)
         finally:
-            self._job_done(job)
+            if done:
+                self._job_done(job)
+        return True
 
     # --- failures before a transaction -------------------------------------------------------
 

@@ -7,6 +7,8 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from mailward.delivery.manager import ManagerSettings, QueueManager
 from mailward.delivery.routes import Route, RouteHost, RouteTable
 from mailward.delivery.trouble import RetryPolicy
@@ -16,7 +18,7 @@ from mailward.queue.counters import IdCounter
 from mailward.queue.model import Envelope
 from mailward.queue.spool import Spool
 
-from tests.integration.test_delivery_testserver import ScriptedServer
+from tests.integration.test_delivery_testserver import DROP, ScriptedServer
 
 FAST = RetryPolicy(initial=0.2, max_interval=0.4, max_lifetime=60, max_retries=100)
 BODY = b"From: a@sender.test\r\nTo: b@dest.test\r\nSubject: hi\r\nMessage-ID: <m1@sender.test>\r\n\r\nhello\r\n.dot line\r\n"
@@ -137,6 +139,48 @@ def test_one_dcid_carries_several_mids_with_rset_between(tmp_path):
             assert srv.conns[0].commands.count("RSET") == 2
     run(go())
 
+
+
+def test_rset_on_a_kept_connection_travels_with_the_next_envelope(tmp_path):
+    # With PIPELINING, RSET opens the next transaction in the same write as MAIL/RCPT/DATA:
+    # one round trip per message saved on a kept connection.
+    async def go():
+        async with ScriptedServer() as srv, harness(tmp_path, [route_to(srv, tls="off")],
+                                                    concurrency_per_destination=1) as h:
+            for i in range(3):
+                await h.submit([f"u{i}@dest.test"])
+                await h.until(lambda: len(srv.messages) == i + 1)
+            assert len(srv.conns) == 1
+            assert srv.conns[0].pipelined_rsets == 2
+            assert srv.conns[0].pipelined_batches == 3
+    run(go())
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_kept_connection_found_dead_at_rset_costs_the_message_nothing(tmp_path, pipelining):
+    # The next hop drops the idle connection; the next message's RSET finds out. The message
+    # goes over a new connection at once: no deferral, no failure in the log, and its
+    # delivery starts (in the log) only on the connection that carried it.
+    def script(verb, arg, conn):
+        return DROP if verb == "RSET" and conn.n == 0 else None
+
+    async def go():
+        async with ScriptedServer(pipelining=pipelining, script=script) as srv, \
+                harness(tmp_path, [route_to(srv, tls="off")], concurrency_per_destination=1) as h:
+            first = await h.submit(["u1@dest.test"])
+            await h.until(lambda: len(srv.messages) == 1)
+            second = await h.submit(["u2@dest.test"])
+            await h.until(lambda: h.spool.get(second) is None)
+            assert [(m.conn, m.rcpts) for m in srv.messages] == [(0, ("u1@dest.test",)), (1, ("u2@dest.test",))]
+            assert srv.conns[0].commands[-1] == "RSET"       # nothing of the message was answered there
+            dcids = [e.dcid for e in h.of(ev.NewDcid)]
+            assert len(dcids) == 2
+            starts = [(e.dcid, e.mid) for e in h.of(ev.DeliveryStart)]
+            assert starts == [(dcids[0], first), (dcids[1], second)]
+            assert ev.DcidClose(dcids[0]) in h.sink.events
+            assert not h.of(ev.Delayed) and not h.of(ev.Bounced)
+            assert h.spool.get(first) is None
+    run(go())
 
 def test_recipients_of_one_message_share_a_transaction_and_refusals_bounce_only_themselves(tmp_path):
     def script(verb, arg, conn):

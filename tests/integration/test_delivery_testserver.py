@@ -27,6 +27,7 @@ class Conn:
     tls: bool = False
     user: str | None = None
     pipelined_batches: int = 0     # MAIL commands that arrived together with a RCPT
+    pipelined_rsets: int = 0       # RSET commands that arrived together with the next MAIL
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ class ScriptedServer:
             verb = verb.upper()
             if verb == "MAIL" and b"RCPT" in bytes(reader._buffer):
                 conn.pipelined_batches += 1
+            if verb == "RSET" and bytes(reader._buffer).startswith(b"MAIL"):
+                conn.pipelined_rsets += 1
             custom = self.script(verb, arg, conn) if self.script else None
             if custom == DROP:
                 return
