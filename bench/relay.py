@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -182,6 +181,20 @@ def proc_memory(pid: int) -> dict[str, int]:
     return out
 
 
+def processes_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes, their threads and their
+    exited children (``cutime``/``cstime``: what a parent that reaps its children, like
+    Postfix's master, carries for them). Processes that are gone count nothing."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += sum(int(x) for x in fields[11:15])     # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # --- the two relays --------------------------------------------------------------------------
 
 class PostfixRelay(PostfixInstance):
@@ -229,6 +242,11 @@ class PostfixRelay(PostfixInstance):
 
     def memory(self) -> dict[str, int]:
         return {}
+
+    def cpu_seconds(self) -> float:
+        """Every process of this instance (master, qmgr, the smtpd, cleanup and smtp
+        processes alive now) plus what the master carries for the ones that exited."""
+        return processes_cpu(self._own_pids())
 
 
 def _mailward_command() -> list[str]:
@@ -349,6 +367,9 @@ tls = "off"
     def memory(self) -> dict[str, int]:
         return proc_memory(self.proc.pid) if self.proc is not None else {}
 
+    def cpu_seconds(self) -> float:
+        return processes_cpu([self.proc.pid]) if self.proc is not None else 0.0
+
     def story(self, lines: int = 30) -> str:
         """The end of the gateway's mail_logs and of its console output: how a failed run went."""
         parts = []
@@ -389,6 +410,12 @@ class Run:
     client_failed: int
     note: str = ""
     sink_died: bool = False  # the sink process went away: the run says nothing about the relay
+    cpu: float = 0.0         # CPU seconds the relay used from the client's start to the last message
+
+    @property
+    def cpu_per_message(self) -> float:
+        """Relay CPU microseconds per message received by the sink (0 when unknown)."""
+        return self.cpu / self.received * 1e6 if self.received and self.cpu > 0 else 0.0
 
     @property
     def rate(self) -> float:
@@ -438,6 +465,7 @@ def measure(relay: Relay, cell: Cell, *, timeout: float, stall: float) -> Run:
     target = base + cell.messages
     cmd = client_command(cell, port, deadline=timeout)
     failed = 0
+    cpu_before = server.cpu_seconds()
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -468,7 +496,8 @@ def measure(relay: Relay, cell: Cell, *, timeout: float, stall: float) -> Run:
     gone = sink.died()
     if gone:
         note = add_note(note, f"during the run: {gone}")
-    return Run(relay.system, cell, got, seconds, accept, failed, note, sink_died=bool(gone))
+    cpu = server.cpu_seconds() - cpu_before
+    return Run(relay.system, cell, got, seconds, accept, failed, note, sink_died=bool(gone), cpu=cpu)
 
 
 def add_note(note: str, more: str) -> str:
@@ -520,6 +549,12 @@ def fmt_ratio(ratios: list[float], *, percent: bool = False) -> str:
     return f"{mid}{'' if percent else 'x'} ({lo}..{hi})"
 
 
+def fmt_cpu(runs: list[Run]) -> str:
+    """Median relay CPU per message, in microseconds."""
+    values = [r.cpu_per_message for r in runs if r.cpu_per_message > 0]
+    return f"{statistics.median(values):,.0f}" if values else "-"
+
+
 def print_table(relays: list[Relay], cells: list[Cell]) -> None:
     by: dict[tuple[str, Cell], list[Run]] = {}
     for rl in relays:
@@ -527,8 +562,10 @@ def print_table(relays: list[Relay], cells: list[Cell]) -> None:
             by.setdefault((r.system, r.cell), []).append(r)
     print()
     print("msg/s end to end, counted at the sink (median of rounds; * = a run was incomplete);")
-    print("ratio = mailward/Postfix, median of the round-by-round ratios (range in brackets)")
-    print(f"{'cell':<22} {'mailward':>9} {'postfix':>9}  {'ratio':<22} {'mw accept':>9} {'pf accept':>9}")
+    print("ratio = mailward/Postfix, median of the round-by-round ratios (range in brackets);")
+    print("CPU = the relay's CPU time (user + system, every process of it) per message, in us")
+    print(f"{'cell':<22} {'mailward':>9} {'postfix':>9}  {'ratio':<22} {'mw accept':>9} {'pf accept':>9}"
+          f" {'mw CPU':>7} {'pf CPU':>7}")
     for cell in cells:
         mw = by.get(("mailward", cell), [])
         pf = by.get(("postfix", cell), [])
@@ -537,8 +574,10 @@ def print_table(relays: list[Relay], cells: list[Cell]) -> None:
             return f"{statistics.median(cell.messages / r.accept_seconds for r in runs):,.0f}" if runs else "-"
 
         print(f"{cell.label:<22} {fmt_rate(mw):>9} {fmt_rate(pf):>9}  {fmt_ratio(paired(mw, pf)):<22} "
-              f"{acc(mw):>9} {acc(pf):>9}")
-    # AUTH cost: the same asyncio client with and without AUTH PLAIN, per relay, per round.
+              f"{acc(mw):>9} {acc(pf):>9} {fmt_cpu(mw):>7} {fmt_cpu(pf):>7}")
+    # AUTH cost: the same asyncio client with and without AUTH PLAIN, per relay, per round;
+    # in msg/s (what the goal is about) and in the relay's CPU per message (steadier when the
+    # relay is not the bottleneck, and what AUTH costs a busier gateway).
     lines = []
     for cell in cells:
         if cell.mode != "auth":
@@ -546,11 +585,20 @@ def print_table(relays: list[Relay], cells: list[Cell]) -> None:
         plain = Cell("client", cell.concurrency, cell.size, cell.messages)
         costs = [fmt_ratio(paired(by.get((system, cell), []), by.get((system, plain), [])), percent=True)
                  for system in ("mailward", "postfix")]
-        lines.append(f"  c={cell.concurrency:<3} mailward {costs[0]:<20} postfix {costs[1]}")
+        cpu = [fmt_ratio(paired_cpu(by.get((system, cell), []), by.get((system, plain), [])), percent=True)
+               for system in ("mailward", "postfix")]
+        lines.append(f"  c={cell.concurrency:<3} msg/s: mailward {costs[0]:<20} postfix {costs[1]}")
+        lines.append(f"        CPU per message: mailward {cpu[0]:<20} postfix {cpu[1]}")
     if lines:
-        print("\nAUTH PLAIN on every connection: msg/s change against the same client without AUTH")
+        print("\nAUTH PLAIN on every connection, against the same client without AUTH")
         print("(median of the round-by-round changes, range in brackets)")
         print("\n".join(lines))
+
+
+def paired_cpu(a: list[Run], b: list[Run]) -> list[float]:
+    """Round-by-round ratios of CPU per message, a/b (a > 1: a costs more)."""
+    return [x.cpu_per_message / y.cpu_per_message for x, y in zip(a, b)
+            if x.cpu_per_message > 0 and y.cpu_per_message > 0]
 
 
 def run_bench(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
@@ -605,7 +653,7 @@ def run_bench(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> int:
                 mem = rl.server.memory()
                 rss = f"  rss {mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f})" if mem else ""
                 print(f"  {rl.system:<8} {cell.label}  round {rnd + 1}: {run.received}/{cell.messages} "
-                      f"in {run.seconds:.2f}s = {run.rate:,.0f} msg/s{rss}"
+                      f"in {run.seconds:.2f}s = {run.rate:,.0f} msg/s  cpu {run.cpu_per_message:,.0f} us/msg{rss}"
                       f"{'  [' + run.note + ']' if run.note else ''}", flush=True)
                 if run.sink_died:
                     continue
