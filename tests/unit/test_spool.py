@@ -374,19 +374,25 @@ def test_garbage_and_flipped_bits_stop_recovery_cleanly(tmp_path):
 
 # --- reclaim and compaction ---------------------------------------------------------------------
 
+async def finish_all_and_wait_reclaim(s: Spool, root: Path, mids) -> None:
+    """Record both recipients of ``mids`` done, then wait (bounded, ~2 s) for the spool to
+    reclaim every segment but the current one."""
+    for mid in mids:
+        await s.record(mid, 0, RcptState.DELIVERED)
+        await s.record(mid, 1, RcptState.BOUNCED)
+    for _ in range(200):
+        if len(segment_numbers(root)) == 1:
+            return
+        await asyncio.sleep(0.01)
+
+
 def test_finished_segments_are_reclaimed(tmp_path):
     async def go():
         s = await opened(tmp_path, segment_bytes=4096, fsync=False)
         for mid in range(1, 61):
             await commit(s, mid)
         assert len(segment_numbers(tmp_path)) >= 4
-        for mid in range(1, 61):
-            await s.record(mid, 0, RcptState.DELIVERED)
-            await s.record(mid, 1, RcptState.BOUNCED)
-        for _ in range(100):
-            if len(segment_numbers(tmp_path)) == 1:
-                break
-            await asyncio.sleep(0.01)
+        await finish_all_and_wait_reclaim(s, tmp_path, range(1, 61))
         segs = segment_numbers(tmp_path)
         await s.close()
         return segs
@@ -744,13 +750,7 @@ def test_bodies_read_across_many_segments_and_reclaim_keeps_no_deleted_file_open
             with s.open_body(mid) as f:
                 assert f.read() == body_for(mid)
         assert len(s._read_fds) <= 4
-        for mid in range(1, 61):
-            await s.record(mid, 0, RcptState.DELIVERED)
-            await s.record(mid, 1, RcptState.BOUNCED)
-        for _ in range(200):
-            if len(segment_numbers(tmp_path)) == 1:
-                break
-            await asyncio.sleep(0.01)
+        await finish_all_and_wait_reclaim(s, tmp_path, range(1, 61))
         deleted_open = _open_deleted_segments()
         await s.close()
         return deleted_open, s._read_fds
