@@ -270,9 +270,10 @@ class MailwardRelay:
 
     name = "mailward"
 
-    def __init__(self, root: Path, sink_port: int):
+    def __init__(self, root: Path, sink_port: int, command: list[str] | None = None):
         self.root = root
         self.sink_port = sink_port
+        self.command = command          # how to start mailward (default: the installed one)
         self.config = root / "mailward.toml"
         self.users = root / "users.db"
         self.stdout = root / "mailward.out"
@@ -333,7 +334,7 @@ tls = "off"
 
     def start(self) -> "MailwardRelay":
         self.root.mkdir(parents=True, exist_ok=True)
-        cmd = _mailward_command()
+        cmd = self.command or _mailward_command()
         self.config.write_text(self._config_text())
         add = subprocess.run(cmd + ["users", "--file", str(self.users), "add", BENCH_USER],
                              input=BENCH_PASSWORD + "\n", text=True, capture_output=True, timeout=60)
