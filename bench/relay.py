@@ -577,8 +577,9 @@ def print_table(relays: list[Relay], cells: list[Cell]) -> None:
         print(f"{cell.label:<22} {fmt_rate(mw):>9} {fmt_rate(pf):>9}  {fmt_ratio(paired(mw, pf)):<22} "
               f"{acc(mw):>9} {acc(pf):>9} {fmt_cpu(mw):>7} {fmt_cpu(pf):>7}")
     # AUTH cost: the same asyncio client with and without AUTH PLAIN, per relay, per round;
-    # in msg/s (what the goal is about) and in the relay's CPU per message (steadier when the
-    # relay is not the bottleneck, and what AUTH costs a busier gateway).
+    # in msg/s (what the goal is about) and in the relay's CPU per message (what AUTH costs its
+    # cores even where the relay is not the bottleneck; it moves with the load too: the less
+    # work arrives together, the more each message pays for its own wake-ups).
     lines = []
     for cell in cells:
         if cell.mode != "auth":
