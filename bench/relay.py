@@ -595,6 +595,38 @@ def print_table(relays: list[Relay], cells: list[Cell]) -> None:
         print("\nAUTH PLAIN on every connection, against the same client without AUTH")
         print("(median of the round-by-round changes, range in brackets)")
         print("\n".join(lines))
+    verdicts = goal_verdicts(by, cells)
+    if verdicts:
+        print("\nThe goals (median of the paired rounds; \"not settled\" when the range crosses the bar):")
+        print("\n".join(verdicts))
+
+
+def _verdict(ratios: list[float], bar: float) -> str:
+    mid = statistics.median(ratios)
+    if min(ratios) >= bar:
+        return "met in every round"
+    if max(ratios) < bar:
+        return "not met in any round"
+    return ("met" if mid >= bar else "not met") + " by the median, not settled"
+
+
+def goal_verdicts(by: dict[tuple[str, Cell], list[Run]], cells: list[Cell]) -> list[str]:
+    """Issue 7's bars: c=10 1 KiB mailward/Postfix >= 1.0 (first bar) and >= 1.5 (goal); AUTH
+    PLAIN on every connection costs mailward at most 10 % of its msg/s."""
+    out = []
+    for cell in cells:
+        if cell.mode == "plain" and cell.concurrency == 10 and cell.size == 1024:
+            ratios = paired(by.get(("mailward", cell), []), by.get(("postfix", cell), []))
+            if ratios:
+                out.append(f"  c=10 1 KiB mailward/Postfix >= 1.0: {_verdict(ratios, 1.0)}; "
+                           f">= 1.5: {_verdict(ratios, 1.5)} ({fmt_ratio(ratios)})")
+        if cell.mode == "auth":
+            plain = Cell("client", cell.concurrency, cell.size, cell.messages)
+            ratios = paired(by.get(("mailward", cell), []), by.get(("mailward", plain), []))
+            if ratios:
+                out.append(f"  AUTH costs <= 10 % at c={cell.concurrency}: {_verdict(ratios, 0.9)} "
+                           f"({fmt_ratio(ratios, percent=True)})")
+    return out
 
 
 def paired_cpu(a: list[Run], b: list[Run]) -> list[float]:
