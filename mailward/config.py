@@ -37,7 +37,7 @@ class SenderGroup(_Model):
 
     group: str = Field(description="sender group name as logged after SG")
     match: list[str] = Field(description="IP, CIDR, range a.b.c.d-e or a.b.c.d-a.b.c.e, "
-                             "rDNS name or .suffix, or ALL")
+                             "rDNS name or .suffix, dnslist[zone], or ALL")
     policy: Policy
 
     @field_validator("match")
@@ -237,9 +237,18 @@ class LoggingConfig(_Model):
 
 
 class DnsConfig(_Model):
-    nameservers: list[str] = Field(default_factory=list)  # empty = the system resolver
+    nameservers: list[str] = Field(default_factory=list)  # empty = the system resolver; "ip" or "ip:port"
     timeout: float = 5.0
     reverse_lookups: bool = True               # "reverse dns host NAME verified yes|no"
+
+    @field_validator("nameservers")
+    @classmethod
+    def _nameservers(cls, v: list[str]) -> list[str]:
+        from .net.dns import parse_nameserver
+
+        for n in v:
+            parse_nameserver(n)
+        return v
 
 
 class GatewayConfig(_Model):

@@ -58,7 +58,9 @@ class Gateway:
             self.sink = MailLogWriter(cfg.gateway.log_dir, version=__version__, serial=serial_for(cfg),
                                       max_bytes=cfg.logging.max_bytes, rotate_seconds=cfg.logging.rotate_seconds,
                                       syslog=syslog, hash_chain=cfg.logging.hash_chain)
-        if self.resolver is None and cfg.dns.reverse_lookups:
+        hats = {lst.name: HostAccessTable.from_config(lst.hat) for lst in cfg.listener}
+        uses_dnslists = any(h.dnslists() for h in hats.values())
+        if self.resolver is None and (cfg.dns.reverse_lookups or uses_dnslists):
             self.resolver = DnsPythonResolver(cfg.dns.nameservers or None, cfg.dns.timeout)
         self.spool = Spool(state)
         await self.spool.open()
@@ -80,11 +82,12 @@ class Gateway:
         for lst in cfg.listener:
             ctx = ListenerContext(
                 name=lst.name, hostname=cfg.gateway.hostname,
-                hat=HostAccessTable.from_config(lst.hat), accepted_domains=tuple(lst.accepted_domains),
+                hat=hats[lst.name], accepted_domains=tuple(lst.accepted_domains),
                 starttls=lst.starttls, auth=lst.auth,
                 auth_requires_tls=lst.effective_auth_requires_tls,
                 profile_name=lst.auth_profile, authenticator=self.authenticator, spool=self.spool, sink=self.sink, icids=self.icids, mids=self.mids,
                 resolver=self.resolver if cfg.dns.reverse_lookups else None,
+                dnsbl_resolver=self.resolver if hats[lst.name].dnslists() else None,
                 max_message_size=lst.max_message_size, max_recipients=lst.max_recipients,
                 dns_timeout=cfg.dns.timeout)
             ssl_ctx = server_context(lst.cert_file, lst.key_file) if lst.cert_file else None

@@ -9,6 +9,7 @@ profiles verify, the sink logs.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from ..maillog import events as ev
 from ..maillog.sink import EventSink
 from ..net.dns import Resolver, reverse_name
 from ..net.server import ConnectDecision
+from ..policy.dnsbl import listed_in
 from ..policy.hat import HostAccessTable
 from ..policy.relay import check_recipient
 from ..queue.spool import Envelope, Spool, SpoolError
@@ -42,10 +44,11 @@ class ListenerContext:
     sink: EventSink
     icids: object                 # IdCounter
     mids: object                  # IdCounter
-    resolver: Resolver | None
+    resolver: Resolver | None     # for the client's reverse name (None: lookups off)
     max_message_size: int
     max_recipients: int
     dns_timeout: float = 5.0
+    dnsbl_resolver: Resolver | None = None   # for the HAT's dnslist[...] entries (None: it has none)
 
 
 def R(code: int, text: str) -> Reply:
@@ -105,12 +108,20 @@ class InboundSession:
         self.icid = ctx.icids.next()
         self.peer_ip = conn.peer_ip
         verified = False
-        if ctx.resolver is not None:
+        listed: frozenset[str] = frozenset()
+        zones = ctx.hat.dnslists() if ctx.dnsbl_resolver is not None else ()
+        if ctx.resolver is not None and zones:      # both at once: the client waits for the banner
+            (self.rdns, verified), listed = await asyncio.gather(
+                reverse_name(ctx.resolver, conn.peer_ip, ctx.dns_timeout),
+                listed_in(ctx.dnsbl_resolver, conn.peer_ip, zones, ctx.dns_timeout))
+        elif ctx.resolver is not None:
             self.rdns, verified = await reverse_name(ctx.resolver, conn.peer_ip, ctx.dns_timeout)
+        elif zones:
+            listed = await listed_in(ctx.dnsbl_resolver, conn.peer_ip, zones, ctx.dns_timeout)
         if conn.tls_protocol:           # implicit TLS: the handshake came before the banner
             self.tls = (conn.tls_protocol, conn.tls_cipher or "")
         ctx.sink.emit(ev.NewIcid(self.icid, ctx.name, conn.local_ip, conn.peer_ip, self.rdns, verified))
-        decision = ctx.hat.decide(conn.peer_ip, self.rdns, verified)
+        decision = ctx.hat.decide(conn.peer_ip, self.rdns, verified, listed)
         self.policy = decision.policy
         ctx.sink.emit(ev.HatDecision(self.icid, decision.policy, decision.group, decision.match, "None"))
         if self.tls:

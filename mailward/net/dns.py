@@ -66,7 +66,7 @@ class DnsPythonResolver:
 
         self._r = dns.asyncresolver.Resolver(configure=not nameservers)
         if nameservers:
-            self._r.nameservers = list(nameservers)
+            self._r.nameservers = [_nameserver(n) for n in nameservers]
         self._r.lifetime = timeout
 
     async def _query(self, name: str, rdtype: str):
@@ -97,6 +97,36 @@ class DnsPythonResolver:
     async def mx(self, domain: str) -> list[tuple[int, str]]:
         answer = await self._query(domain, "MX")
         return sorted((r.preference, r.exchange.to_text().rstrip(".")) for r in answer)
+
+
+def _nameserver(text: str):
+    """``192.0.2.53``, ``2001:db8::53``, or with a port: ``192.0.2.53:5353``, ``[2001:db8::53]:5353``."""
+    import dns.nameserver
+
+    host, port = parse_nameserver(text)
+    return dns.nameserver.Do53Nameserver(host, port)
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """(address, port) of a configured name server; ValueError with a clear message on nonsense."""
+    t = text.strip()
+    host, port = t, 53
+    if t.startswith("["):
+        host, sep, rest = t[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"name server {text!r}: use [IPv6]:port")
+        if rest:
+            port = int(rest[1:]) if rest[1:].isdigit() else -1
+    elif t.count(":") == 1:
+        host, _, p = t.partition(":")
+        port = int(p) if p.isdigit() else -1
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"name server {text!r} is not an IP address (optionally with :port)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"name server {text!r}: bad port")
+    return host, port
 
 
 async def reverse_name(resolver: Resolver, ip: str, timeout: float = 5.0) -> tuple[str | None, bool]:

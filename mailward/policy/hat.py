@@ -1,9 +1,10 @@
 """The host access table (HAT): which sender group a connecting client falls in, and its policy.
 
-Owns the matcher grammar (IP, CIDR, IP range, rDNS name or `.suffix`, `ALL`) and the ordered
-evaluation. Knows nothing of sockets or DNS: the caller passes the client IP and the
-forward-confirmed reverse name. Name matchers only match a *verified* name, so a client
-cannot claim a trusted group by publishing a PTR record it does not own.
+Owns the matcher grammar (IP, CIDR, IP range, rDNS name or `.suffix`, `dnslist[zone]`, `ALL`)
+and the ordered evaluation. Knows nothing of sockets or DNS: the caller passes the client IP,
+the forward-confirmed reverse name and the DNS lists (``dnslists()``) that list the client.
+Name matchers only match a *verified* name, so a client cannot claim a trusted group by
+publishing a PTR record it does not own.
 """
 from __future__ import annotations
 
@@ -17,15 +18,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 @dataclass(frozen=True, slots=True)
 class Matcher:
     text: str                      # as configured; logged after "match"
-    kind: str                      # all | net | range | name | suffix
+    kind: str                      # all | net | range | name | suffix | dnslist
     net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     low: IPAddress | None = None
     high: IPAddress | None = None
-    name: str | None = None
+    name: str | None = None        # a host name, a .suffix, or a DNS list's zone
 
-    def matches(self, ip: IPAddress, rdns: str | None, verified: bool) -> bool:
+    def matches(self, ip: IPAddress, rdns: str | None, verified: bool,
+                listed: frozenset[str] = frozenset()) -> bool:
         if self.kind == "all":
             return True
+        if self.kind == "dnslist":
+            return self.name in listed
         if self.kind == "net":
             return ip.version == self.net.version and ip in self.net
         if self.kind == "range":
@@ -45,6 +49,11 @@ def parse_matcher(text: str) -> Matcher:
         raise ValueError("empty sender group entry")
     if t.upper() == "ALL":
         return Matcher(text=t, kind="all")
+    if t.lower().startswith("dnslist[") and t.endswith("]"):
+        zone = t[len("dnslist["):-1].strip().lower().rstrip(".")
+        if not _is_host_name(zone) or "." not in zone:
+            raise ValueError(f"{t!r}: dnslist[...] takes a DNS list's zone, e.g. dnslist[zen.spamhaus.org]")
+        return Matcher(text=t, kind="dnslist", name=zone)
     if "-" in t and not any(c.isalpha() for c in t.replace("-", "")) or _looks_like_v6_range(t):
         lo, _, hi = t.partition("-")
         low = ipaddress.ip_address(lo.strip())
@@ -62,12 +71,15 @@ def parse_matcher(text: str) -> Matcher:
     except ValueError:
         pass
     name = t.lower().rstrip(".")
-    if not all(part and all(c.isalnum() or c in "-_" for c in part)
-               for part in name.lstrip(".").split(".")):
-        raise ValueError(f"{t!r} is not an IP, CIDR, range, host name or .suffix")
+    if not _is_host_name(name.lstrip(".")):
+        raise ValueError(f"{t!r} is not an IP, CIDR, range, host name, .suffix or dnslist[zone]")
     if name.startswith("."):
         return Matcher(text=t, kind="suffix", name=name)
     return Matcher(text=t, kind="name", name=name)
+
+
+def _is_host_name(name: str) -> bool:
+    return bool(name) and all(part and all(c.isalnum() or c in "-_" for c in part) for part in name.split("."))
 
 
 def _looks_like_v6_range(t: str) -> bool:
@@ -100,13 +112,19 @@ class HostAccessTable:
     def needs_rdns(self) -> bool:
         return any(m.kind in ("name", "suffix") for r in self.rules for m in r.matchers)
 
-    def decide(self, ip: str, rdns: str | None = None, verified: bool = False) -> HatDecision:
+    def dnslists(self) -> tuple[str, ...]:
+        """The zones of the table's ``dnslist[...]`` entries, in order, each once."""
+        return tuple(dict.fromkeys(m.name for r in self.rules for m in r.matchers if m.kind == "dnslist"))
+
+    def decide(self, ip: str, rdns: str | None = None, verified: bool = False,
+               listed: frozenset[str] = frozenset()) -> HatDecision:
+        """``listed``: the zones of ``dnslists()`` that list ``ip`` (asked by the caller)."""
         addr = ipaddress.ip_address(ip)
         if addr.version == 6 and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
         for rule in self.rules:
             for m in rule.matchers:
-                if m.matches(addr, rdns, verified):
+                if m.matches(addr, rdns, verified, listed):
                     if rule.policy == "CONTINUE":
                         break  # this group exempts the client: go on with the next group
                     return HatDecision(rule.policy, rule.group, m.text)

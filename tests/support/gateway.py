@@ -118,12 +118,21 @@ async def _call(fn):
     return fn()
 
 
+FROM_CONFIG = object()   # start_gateway(resolver=FROM_CONFIG): the gateway's own, from [dns]
+
+
 def start_gateway(cfg: Config | str, tmp: Path, *, resolver=None, delivery: bool = False) -> RunningGateway:
+    """The gateway in a thread of this process; DNS from ``resolver`` (default: an empty
+    StaticResolver, so no test touches the network; ``FROM_CONFIG``: what [dns] says)."""
     if isinstance(cfg, str):
         cfg = parse_config(cfg, "test.toml", tmp)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    gw = Gateway(cfg, resolver=resolver if resolver is not None else StaticResolver(), delivery=delivery)
+    if resolver is FROM_CONFIG:
+        resolver = None
+    elif resolver is None:
+        resolver = StaticResolver()
+    gw = Gateway(cfg, resolver=resolver, delivery=delivery)
     asyncio.run_coroutine_threadsafe(gw.start(), loop).result(30)
     return RunningGateway(gw, loop, thread, tmp)
