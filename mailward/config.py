@@ -13,13 +13,20 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
     """A configuration problem, already phrased for the operator (file, line, key, reason)."""
+
+
+def _each_parses(parse: Callable[[str], object], values: list[str]) -> list[str]:
+    """A list validator: every entry must parse (the parser's ValueError is the message)."""
+    for v in values:
+        parse(v)
+    return values
 
 
 class _Model(BaseModel):
@@ -45,9 +52,7 @@ class SenderGroup(_Model):
     def _check_matchers(cls, values: list[str]) -> list[str]:
         from .policy.hat import parse_matcher  # one grammar for matchers, in the HAT module
 
-        for v in values:
-            parse_matcher(v)
-        return values
+        return _each_parses(parse_matcher, values)
 
 
 def _default_hat() -> list[SenderGroup]:
@@ -243,12 +248,10 @@ class DnsConfig(_Model):
 
     @field_validator("nameservers")
     @classmethod
-    def _nameservers(cls, v: list[str]) -> list[str]:
-        from .net.dns import parse_nameserver
+    def _nameservers(cls, values: list[str]) -> list[str]:
+        from .net.dns import parse_nameserver  # the resolver's own syntax check
 
-        for n in v:
-            parse_nameserver(n)
-        return v
+        return _each_parses(parse_nameserver, values)
 
 
 class GatewayConfig(_Model):
