@@ -150,6 +150,7 @@ class SmtpConnection:
     tls: TlsInfo | None = None
     alive: bool = True
     _helo: str = ""
+    _loop: asyncio.AbstractEventLoop | None = None   # kept: get_running_loop() is a getpid() on 3.11
 
     # -- opening --
 
@@ -169,6 +170,7 @@ class SmtpConnection:
         sock = writer.get_extra_info("sockname") or ("", 0)
         conn = cls(reader, writer, command_timeout, local_address=sock[0], peer_address=address, port=port)
         conn._helo = helo
+        conn._loop = asyncio.get_running_loop()
         try:
             conn.greeting = await conn._read_reply(Stage.GREETING)
             if conn.greeting.code != 220:
@@ -410,7 +412,7 @@ class SmtpConnection:
             self.alive = False
             self.writer.transport.abort()
 
-        timer = asyncio.get_running_loop().call_later(self.command_timeout, expire)
+        timer = (self._loop or asyncio.get_running_loop()).call_later(self.command_timeout, expire)
         try:
             while True:
                 raw = await self.reader.readline()

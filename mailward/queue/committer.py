@@ -79,6 +79,7 @@ class Committer:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None   # set by start()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-io")
         self.after_batch: Callable[[], None] | None = None
         self.batches = 0
@@ -89,7 +90,13 @@ class Committer:
     # --- loop side ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="spool-committer")
+        # The loop is kept, not asked for per commit: on Python 3.11 every
+        # asyncio.get_running_loop() is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="spool-committer")
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop if self._loop is not None else asyncio.get_running_loop()
 
     def submit(self, data: bytes, *, large: LargeBody | None = None,
                on_durable: Callable[[Pending], None] | None = None, lazy: bool = False) -> Pending:
@@ -100,7 +107,7 @@ class Committer:
         """
         if self._closing:
             raise SpoolError("spool is closed")
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         item = Pending(data, loop.create_future(), large, on_durable,
                        loop.time() + self.lazy_delay if lazy else 0.0)
         self._queue.append(item)
@@ -116,11 +123,11 @@ class Committer:
             if not item.lazy_until:
                 return 0.0
             first = item.lazy_until if not first else min(first, item.lazy_until)
-        return max(0.0, first - asyncio.get_running_loop().time())
+        return max(0.0, first - self._running_loop().time())
 
     async def run_io(self, fn: Callable, *args):
         """Run ``fn`` in the I/O thread, ordered with batch writes."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self._running_loop().run_in_executor(self._pool, fn, *args)
 
     async def close(self) -> None:
         self._closing = True
