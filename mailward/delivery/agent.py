@@ -243,17 +243,15 @@ class Agent:
         the message over a new connection. ``started`` is called when the message's delivery
         begins: on the wire after that RSET, or here for a message refused before the wire."""
         out = TransactionOutcome()
+        # Never put control characters on the wire (command injection); the spool should not
+        # hold such an address, so this is a permanent condition of the message.
         if _unsafe(sender):
-            # Never put control characters on the wire (command injection); the spool should
-            # not hold such an address, so this is a permanent condition of the message.
             out.bounced = [RcptOutcome(rid, Outcome.BOUNCE_RECIPIENT, BAD_SENDER_SYNTAX) for rid, _ in rcpts]
-            if started is not None:
-                started()
-            return out
-        for rid, addr in rcpts:
-            if _unsafe(addr):
-                out.bounced.append(RcptOutcome(rid, Outcome.BOUNCE_RECIPIENT, BAD_RCPT_SYNTAX))
-        rcpts = [(rid, addr) for rid, addr in rcpts if not _unsafe(addr)]
+            rcpts = []
+        else:
+            out.bounced = [RcptOutcome(rid, Outcome.BOUNCE_RECIPIENT, BAD_RCPT_SYNTAX)
+                           for rid, addr in rcpts if _unsafe(addr)]
+            rcpts = [(rid, addr) for rid, addr in rcpts if not _unsafe(addr)]
         if not rcpts:
             if started is not None:
                 started()

@@ -150,7 +150,7 @@ class SmtpConnection:
     tls: TlsInfo | None = None
     alive: bool = True
     _helo: str = ""
-    _loop: asyncio.AbstractEventLoop | None = None   # kept: get_running_loop() is a getpid() on 3.11
+    _loop: asyncio.AbstractEventLoop | None = None   # set by open(); kept: get_running_loop() is a getpid() on 3.11
 
     # -- opening --
 
@@ -278,21 +278,17 @@ class SmtpConnection:
             elif key.upper() == "SMTPUTF8" and self.offers("SMTPUTF8"):
                 mail_cmd += " SMTPUTF8"
         rcpt_cmds = [f"RCPT TO:<{r}>" for r in recipients]
-        if self.offers("PIPELINING"):
-            # RFC 2920: [RSET,] MAIL, the RCPTs and DATA (last in the group) in one write; the
-            # replies come back in order. One round trip for the whole envelope.
-            group = [mail_cmd, *rcpt_cmds, "DATA"]
-            if reset_first:
-                try:
-                    self._write_lines(["RSET", *group])
-                except DeliveryFailure:
-                    self.abort()
-                    raise ConnectionStale("connection closed while idle") from None
-                await self._stale_unless_reset()
-            else:
-                self._write_lines(group)
-            if started is not None:
-                started()
+        pipelining = self.offers("PIPELINING")
+        # RFC 2920: [RSET,] MAIL, the RCPTs and DATA (last in the group) in one write; the
+        # replies come back in order. One round trip for the whole envelope.
+        group = [mail_cmd, *rcpt_cmds, "DATA"] if pipelining else []
+        if reset_first:
+            await self._reset_before(group)
+        elif group:
+            self._write_lines(group)
+        if started is not None:
+            started()
+        if pipelining:
             mail = await self._read_reply(Stage.MAIL)
             rcpts = tuple([await self._read_reply(Stage.RCPT) for _ in rcpt_cmds])
             reply = await self._read_reply(Stage.DATA)
@@ -307,15 +303,6 @@ class SmtpConnection:
                 await self.reset()
                 return TransactionResult(mail, rcpts, None)
         else:
-            if reset_first:
-                try:
-                    self._write_lines(["RSET"])
-                except DeliveryFailure:
-                    self.abort()
-                    raise ConnectionStale("connection closed while idle") from None
-                await self._stale_unless_reset()
-            if started is not None:
-                started()
             mail = await self.command(mail_cmd, Stage.MAIL)
             if not mail.ok:
                 raise DeliveryFailure.from_reply(Stage.MAIL, mail)
@@ -332,10 +319,12 @@ class SmtpConnection:
             raise DeliveryFailure.from_reply(Stage.DATA, final)
         return TransactionResult(mail, rcpts, final)
 
-    async def _stale_unless_reset(self) -> None:
-        """Read the reply to a RSET already written; anything but 250 closes the connection
-        (commands pipelined behind it are never answered on it) and raises ConnectionStale."""
+    async def _reset_before(self, pipelined: list[str]) -> None:
+        """RSET on a kept connection, in one write with the commands ``pipelined`` behind it,
+        and its reply: anything but 250 closes the connection (those commands are never
+        answered on it) and raises ConnectionStale."""
         try:
+            self._write_lines(["RSET", *pipelined])
             reply = await self._read_reply(Stage.MAIL)
         except DeliveryFailure as f:
             self.abort()
@@ -412,7 +401,7 @@ class SmtpConnection:
             self.alive = False
             self.writer.transport.abort()
 
-        timer = (self._loop or asyncio.get_running_loop()).call_later(self.command_timeout, expire)
+        timer = self._loop.call_later(self.command_timeout, expire)
         try:
             while True:
                 raw = await self.reader.readline()

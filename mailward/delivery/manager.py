@@ -348,10 +348,7 @@ class QueueManager:
             if result.bounced:
                 self._ensure_headers(rnd)
             # Durable first: a recipient logged delivered is never delivered again.
-            if len(result.delivered) == 1:     # the usual case: no task and no gather for one record
-                await self.spool.record(mid, result.delivered[0], RcptState.DELIVERED)
-            else:
-                await asyncio.gather(*(self.spool.record(mid, r, RcptState.DELIVERED) for r in result.delivered))
+            await asyncio.gather(*(self.spool.record(mid, r, RcptState.DELIVERED) for r in result.delivered))
             if result.delivered:
                 rids = tuple(result.delivered)
                 self.sink.emit(MessageDone(session.dcid, mid, rids))

@@ -334,7 +334,7 @@ class _Compiled:
         each slot's text joined in one expression, with no loop and no dispatch on the slot
         kind at run time. Every log line the gateway writes passes here (a message writes
         a dozen), so this is worth the generated code, as parsing is."""
-        env: dict = {"join": "".join, "slot_text": _slot_text_formatter, "fmt_slot": _format_slot}
+        env: dict = {"join": "".join, "fmt_slot": _format_slot}
         parts = []
         for n, lit in enumerate(self.pieces):
             if lit:
@@ -364,10 +364,15 @@ class _Compiled:
         return env["format"]
 
 
-def _slot_text_formatter(slot: _Slot):
-    """``(value, limit) -> text`` for a free-text slot: what ``_format_slot`` does for
-    "text", with the slot's terminator and guards decided once instead of per line."""
-    term, guards = slot.terminator, slot.guards
+def _slot_text_formatter(slot: _Slot, *, guards_at_tail: bool = True):
+    """``(value, limit) -> text`` for a free-text slot, with its terminator and guards decided
+    once instead of per line: the value escaped, then kept from ending early (``guard_tail``
+    at the end of the line, else ``guard`` against the literal that follows it, except a lone
+    space before a structured slot, where the template lists the texts that would start that
+    slot instead), then the slot's own guards. ``guards_at_tail=False``: a last slot gets no
+    guards of its own (the rdns and uq kinds add their own rule, in ``_format_slot``)."""
+    term = slot.terminator
+    guards = slot.guards if guards_at_tail or not slot.tail else ()
     escape = esc.escape
     if slot.tail:
         guard_tail = esc.guard_tail
@@ -385,14 +390,7 @@ def _slot_text_formatter(slot: _Slot):
 
 
 def _format_text(value: str, slot: _Slot, limit: int | None) -> str:
-    text = esc.escape(value, limit)
-    if slot.tail:
-        return esc.guard_tail(text)
-    if slot.terminator and slot.terminator != " ":
-        # A lone space before a structured slot (a response, a list) is no guard: the
-        # template lists the texts that would start that slot instead.
-        text = esc.guard(text, slot.terminator)
-    return _apply_guards(text, slot.guards)
+    return _slot_text_formatter(slot, guards_at_tail=False)(value, limit)
 
 
 def _apply_guards(text: str, guards: tuple[str, ...]) -> str:

@@ -79,7 +79,7 @@ class Committer:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None   # set by start()
+        self._loop: asyncio.AbstractEventLoop | None = None   # set by start(), before any use
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-io")
         self.after_batch: Callable[[], None] | None = None
         self.batches = 0
@@ -95,9 +95,6 @@ class Committer:
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._run(), name="spool-committer")
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop if self._loop is not None else asyncio.get_running_loop()
-
     def submit(self, data: bytes, *, large: LargeBody | None = None,
                on_durable: Callable[[Pending], None] | None = None, lazy: bool = False) -> Pending:
         """Queue ``data`` for the next batch; ``item.fut`` resolves once it is on disk.
@@ -107,7 +104,7 @@ class Committer:
         """
         if self._closing:
             raise SpoolError("spool is closed")
-        loop = self._running_loop()
+        loop = self._loop
         item = Pending(data, loop.create_future(), large, on_durable,
                        loop.time() + self.lazy_delay if lazy else 0.0)
         self._queue.append(item)
@@ -123,11 +120,11 @@ class Committer:
             if not item.lazy_until:
                 return 0.0
             first = item.lazy_until if not first else min(first, item.lazy_until)
-        return max(0.0, first - self._running_loop().time())
+        return max(0.0, first - self._loop.time())
 
     async def run_io(self, fn: Callable, *args):
         """Run ``fn`` in the I/O thread, ordered with batch writes."""
-        return await self._running_loop().run_in_executor(self._pool, fn, *args)
+        return await self._loop.run_in_executor(self._pool, fn, *args)
 
     async def close(self) -> None:
         self._closing = True
@@ -140,7 +137,7 @@ class Committer:
             self.fd = None
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         while True:
             if not self._queue:
                 if self._closing:

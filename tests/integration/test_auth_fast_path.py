@@ -171,31 +171,31 @@ def test_command_deadline_restarts_after_an_auth_answered_at_once(tmp_path, awai
         gw.stop()
 
 
+def _pipelined_auth_mail_rcpt(port: int, password: str) -> list[bytes]:
+    """EHLO, then AUTH PLAIN + MAIL + RCPT in one write: the three replies, in order."""
+    c = Conn(port)
+    try:
+        assert c.cmd(b"EHLO client.test\r\n").startswith(b"250")
+        c.sock.sendall(plain("alice", password) + b"MAIL FROM:<alice@example.test>\r\n"
+                       + b"RCPT TO:<someone@elsewhere.test>\r\n")
+        return [c.reply() for _ in range(3)]
+    finally:
+        c.close()
+
+
 def test_pipelined_auth_and_mail_are_answered_in_order(tmp_path, awaited):
     gw = gateway(tmp_path)
     try:
         assert session(gw.port, plain("alice", "alice-pw"))[-1].startswith(b"235")
-        c = Conn(gw.port)
-        try:
-            assert c.cmd(b"EHLO client.test\r\n").startswith(b"250")
-            c.sock.sendall(plain("alice", "alice-pw") + b"MAIL FROM:<alice@example.test>\r\n"
-                           + b"RCPT TO:<someone@elsewhere.test>\r\n")
-            assert c.reply().startswith(b"235")
-            assert c.reply().startswith(b"250 2.1.0")
-            assert c.reply().startswith(b"250 2.1.5")       # relayed: the AUTH counted
-            # a wrong password pipelined the same way goes the full path, still in order
-            c2 = Conn(gw.port)
-            try:
-                assert c2.cmd(b"EHLO client.test\r\n").startswith(b"250")
-                c2.sock.sendall(plain("alice", "nope") + b"MAIL FROM:<alice@example.test>\r\n"
-                                + b"RCPT TO:<someone@elsewhere.test>\r\n")
-                assert c2.reply().startswith(b"535")
-                assert c2.reply().startswith(b"250 2.1.0")
-                assert c2.reply().startswith(b"554 5.7.1")  # not authenticated: no relay
-            finally:
-                c2.close()
-        finally:
-            c.close()
+        auth, mail, rcpt = _pipelined_auth_mail_rcpt(gw.port, "alice-pw")
+        assert auth.startswith(b"235")
+        assert mail.startswith(b"250 2.1.0")
+        assert rcpt.startswith(b"250 2.1.5")            # relayed: the AUTH counted
+        # a wrong password pipelined the same way goes the full path, still in order
+        auth, mail, rcpt = _pipelined_auth_mail_rcpt(gw.port, "nope")
+        assert auth.startswith(b"535")
+        assert mail.startswith(b"250 2.1.0")
+        assert rcpt.startswith(b"554 5.7.1")            # not authenticated: no relay
         assert awaited == ["alice", "alice"]
     finally:
         gw.stop()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from mailward.config import ConfigError, parse_config
 from tests.peers.dns_server import DnsServer
 from tests.support.gateway import FROM_CONFIG, config_text, fast_user_store, start_gateway
-
-import pytest
 
 HAT = """
 [[listener.hat]]
