@@ -270,10 +270,12 @@ class MailwardRelay:
 
     name = "mailward"
 
-    def __init__(self, root: Path, sink_port: int, command: list[str] | None = None):
+    def __init__(self, root: Path, sink_port: int, command: list[str] | None = None,
+                 wrap: list[str] | None = None):
         self.root = root
         self.sink_port = sink_port
         self.command = command          # how to start mailward (default: the installed one)
+        self.wrap = wrap or []          # put before the command that runs the gateway (e.g. valgrind)
         self.config = root / "mailward.toml"
         self.users = root / "users.db"
         self.stdout = root / "mailward.out"
@@ -332,7 +334,8 @@ hosts = [{{ host = "{LOOPBACK}", port = {self.sink_port} }}]
 tls = "off"
 """
 
-    def start(self) -> "MailwardRelay":
+    def start(self, timeout: float = 30.0) -> "MailwardRelay":
+        """Write the config, add the bench user, run the gateway; ``timeout`` for its listeners."""
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = self.command or _mailward_command()
         self.config.write_text(self._config_text())
@@ -341,13 +344,13 @@ tls = "off"
         if add.returncode != 0:
             raise RuntimeError(f"mailward users add failed ({add.returncode}):\n{add.stdout}{add.stderr}")
         with open(self.stdout, "wb") as out:
-            self.proc = subprocess.Popen(cmd + ["run", "--config", str(self.config)], stdout=out,
+            self.proc = subprocess.Popen(self.wrap + cmd + ["run", "--config", str(self.config)], stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, cwd=self.root)
-        ports = self._bound_ports(timeout=30.0)
+        ports = self._bound_ports(timeout=timeout)
         self.plain_port, self.auth_port = ports["PlainRelay"], ports["AuthRelay"]
         for port in ports.values():
-            wait_for_banner(LOOPBACK, port, timeout=15.0, proc=self.proc, what="mailward")
+            wait_for_banner(LOOPBACK, port, timeout=timeout / 2, proc=self.proc, what="mailward")
         return self
 
     def _bound_ports(self, timeout: float) -> dict[str, int]:
