@@ -184,6 +184,8 @@ class AuthGuard:
         of them counting the attempts of others still in flight (what ``admit``'s delay is).
         The keys are touched (kept from eviction) as ``admit`` would.
         """
+        if not self._ip.counters and not self._user.counters:
+            return True                 # nobody has failed lately: the usual case, no lock
         now = self._clock()
         s = self.settings
         with self._lock:
@@ -267,7 +269,7 @@ class AuthGuard:
         return started
 
     def record_success(self, ip: str, user: str | None) -> None:
-        if user is None:
+        if user is None or user not in self._user.counters:
             return
         with self._lock:
             self._user.counters.pop(user, None)

@@ -177,24 +177,26 @@ class MailLogWriter:
             return
         lines, self._batch = self._batch, []
         try:
-            now = self.clock()
-            if self._should_roll(now, lines):
+            data = _encode(lines)
+            if self._should_roll(len(data)):
+                now = self.clock()
                 self._roll(now)
                 self._open(now)
-            self._write(lines)
+            self._write(lines, data)
         except Exception as exc:  # a full disk loses these lines, it does not stop the gateway
             self._fail(exc)
 
-    def _should_roll(self, now: float, lines: list[str]) -> bool:
-        if self.rotate_seconds is not None and now - self._opened_at >= self.rotate_seconds:
+    def _should_roll(self, incoming: int) -> bool:
+        """Does a batch of ``incoming`` bytes start a new file (age or size)?"""
+        if self.rotate_seconds is not None and self.clock() - self._opened_at >= self.rotate_seconds:
             return True
         if self.max_bytes is not None and self._size > self._header_size:
-            incoming = sum(len(x) + 1 for x in lines)
             return self._size + incoming > self.max_bytes
         return False
 
-    def _write(self, lines: list[str]) -> None:
-        data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    def _write(self, lines: list[str], data: bytes | None = None) -> None:
+        if data is None:
+            data = _encode(lines)
         assert self._fh is not None
         self._fh.write(data)
         self._fh.flush()
@@ -246,3 +248,7 @@ class MailLogWriter:
             os.replace(self.chain_path, target.with_name(target.name + ".chain"))
 
     _header_size = 0
+
+
+def _encode(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")

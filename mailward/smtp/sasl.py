@@ -72,11 +72,12 @@ class Plain(Mechanism):
         return b"" if initial is None else self.step(initial)
 
     def step(self, response):
-        parts = response.split(b"\x00")
+        # One decode for the three fields: NUL is never part of a UTF-8 multi-byte sequence,
+        # so splitting the text is splitting the bytes (and any invalid field fails the whole).
+        parts = _text(response).split("\x00")
         if len(parts) != 3 or not parts[1]:
             raise SaslError("malformed PLAIN response")
-        authzid, authcid, passwd = (_text(p) for p in parts)
-        return Credentials("PLAIN", authcid, passwd, authzid=authzid)
+        return Credentials("PLAIN", parts[1], parts[2], authzid=parts[0])
 
 
 class Login(Mechanism):

@@ -74,9 +74,9 @@ def test_under_asyncio_emits_are_batched_into_one_write(tmp_path, monkeypatch):
     writes = []
     real = w._write
 
-    def spy(lines):
+    def spy(lines, data=None):
         writes.append(list(lines))
-        real(lines)
+        real(lines, data)
 
     monkeypatch.setattr(w, "_write", spy)
 
