@@ -61,6 +61,8 @@ def _build_table() -> dict[int, str]:
 _TABLE = _build_table()
 # Fast check: does the value need any translation at all? (Most values do not.)
 _NEEDS = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\ud800-\udfff]")
+# ``needs_translation(value) is None``: ``escape`` (without a limit) returns ``value`` itself.
+needs_translation = _NEEDS.search
 _UNESC = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U0[0-9a-fA-F]{7}|.)", re.DOTALL)
 _SINGLE = {"\\": "\\", "r": "\r", "n": "\n", "t": "\t", "'": "'", '"': '"'}
 

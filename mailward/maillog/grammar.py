@@ -334,7 +334,8 @@ class _Compiled:
         each slot's text joined in one expression, with no loop and no dispatch on the slot
         kind at run time. Every log line the gateway writes passes here (a message writes
         a dozen), so this is worth the generated code, as parsing is."""
-        env: dict = {"join": "".join, "fmt_slot": _format_slot}
+        env: dict = {"join": "".join, "fmt_slot": _format_slot, "needs": esc.needs_translation}
+        fast = []       # (slot number, value expression, end test) of the text slots tested inline
         parts = []
         for n, lit in enumerate(self.pieces):
             if lit:
@@ -355,13 +356,47 @@ class _Compiled:
                 parts.append('("succeeded" if %s else "failed")' % value)
             elif k == "text":
                 env["t%d" % n] = _slot_text_formatter(slot)
-                parts.append("t%d(%s, limit)" % (n, value))
+                clean = _clean_text_test(slot, "v%d" % n, "T%d" % n)
+                if clean is None:
+                    parts.append("t%d(%s, limit)" % (n, value))
+                else:
+                    env["T%d" % n] = slot.terminator
+                    fast.append((n, value, clean))
+                    parts.append("v%d" % n)
             else:               # the rarer kinds keep the general code
                 env["s%d" % n] = slot
                 parts.append("fmt_slot(s%d, e, limit)" % n)
+        pre = []
+        if fast:
+            # Most values need nothing: one search over all of them together (no slot's value
+            # holds a character to translate, and none is over the limit if their sum is not)
+            # and each slot's own end test, inline; the escaping calls run only when a value
+            # needs them, and what they return for a clean value is the value.
+            names = ["v%d" % n for n, _, _ in fast]
+            pre += ["    %s = %s" % (v, value) for v, (_, value, _) in zip(names, fast)]
+            pre.append("    a = %s" % " + ".join(names) if len(names) > 1 else "    a = %s" % names[0])
+            tests = ["needs(a) is None", "(limit is None or len(a) <= limit)"]
+            tests += [clean for _, _, clean in fast if clean]
+            pre.append("    if not (%s):" % " and ".join(tests))
+            pre += ["        v%d = t%d(v%d, limit)" % (n, n, n) for n, _, _ in fast]
         body = "join((%s,))" % ", ".join(parts) if parts else '""'
-        exec("def format(e, limit):\n    return %s\n" % body, env)
+        exec("def format(e, limit):\n%s    return %s\n" % ("".join(x + "\n" for x in pre), body), env)
         return env["format"]
+
+
+def _clean_text_test(slot: _Slot, var: str, term_var: str) -> str | None:
+    """The slot's end test: with nothing to translate and nothing over the limit (tested for
+    all inline slots at once), ``_slot_text_formatter(slot)`` returns a value unchanged when
+    this holds: no trailing space at the end of the line, no early occurrence of the
+    terminator before a literal ("" when there is nothing to test). None for a slot with
+    guards of its own: those always take the call."""
+    if slot.guards:
+        return None
+    if slot.tail:
+        return '%s[-1:] != " "' % var
+    if slot.terminator and slot.terminator != " ":
+        return "(%s + %s).find(%s) == len(%s)" % (var, term_var, term_var, var)
+    return ""
 
 
 def _slot_text_formatter(slot: _Slot, *, guards_at_tail: bool = True):
