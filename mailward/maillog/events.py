@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..values import fast_init_all
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -535,3 +537,7 @@ class SystemNote(Event):
     """A known-shape line without ids (alerts, status, engine housekeeping)."""
 
     text: str
+
+
+# Built some thirty times per relayed message: slot-filling __init__s (see values.py).
+fast_init_all(globals())

@@ -12,6 +12,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from ..values import fast_init
+
 __all__ = ["Address", "AddressError", "parse_path", "parse_params", "NULL_SENDER"]
 
 # atext of RFC 5322 as used by RFC 5321's Atom; UTF-8 (RFC 6531 UTF8-non-ascii) is added
@@ -43,6 +45,7 @@ class AddressError(ValueError):
         self.utf8 = utf8            # invalid only because UTF-8 was used without SMTPUTF8
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Address:
     """A parsed mailbox. ``local_part`` is unquoted (``"a b"@x`` has local part ``a b``);

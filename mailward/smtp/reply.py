@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ..values import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One SMTP reply. ``text`` carries the enhanced status code when there is one

@@ -12,9 +12,12 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
+from ..values import fast_init
+
 __all__ = ["Credentials", "SaslError", "Mechanism", "MECHANISMS", "start", "cram_md5_digest"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What a finished SASL exchange produced. For PLAIN and LOGIN ``password`` is set;
