@@ -53,6 +53,9 @@ __all__ = ["ListenerSpec", "ConnInfo", "ConnectDecision", "SessionHandler", "Lis
 log = logging.getLogger(__name__)
 
 READ_HIGH_WATER = 256 * 1024     # unprocessed input above this pauses reading
+# A timer may fire this much before its time (event loops round to milliseconds): a wait is
+# only over when less than this is left of it.
+TIMER_SLACK = 0.002
 
 
 @dataclass(frozen=True)
@@ -151,12 +154,6 @@ class _WriteTimeout(Exception):
     """The peer stopped reading our replies for longer than the command timeout."""
 
 
-def _expire(waiter: asyncio.Future) -> None:
-    """A wait for input ran out of time: its result False (input sets None)."""
-    if not waiter.done():
-        waiter.set_result(False)
-
-
 class _Session(asyncio.Protocol):
     """One connection: feeds the core, runs the driver task, owns the transport."""
 
@@ -169,7 +166,10 @@ class _Session(asyncio.Protocol):
         self.info: ConnInfo | None = None
         self.task: asyncio.Task | None = None
         self._waiter: asyncio.Future | None = None
-        self._timer: asyncio.TimerHandle | None = None   # the timeout of the wait for input
+        # The timeout of the waits for input: one timer kept across waits (see _wait_input).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0            # loop time the timer fires
+        self._wait_until = 0.0          # loop time the current wait for input ends
         self._deadline = 0.0            # loop time by which the next command must be complete
         self._fast = False              # the handler answers AUTH without awaiting (see _answer_now)
         self._held: ev.Event | None = None   # taken out of the core by _answer_now, for the task
@@ -290,21 +290,48 @@ class _Session(asyncio.Protocol):
     async def _wait_input(self, timeout: float) -> bool:
         """Wait for bytes (or EOF / loss). False on timeout.
 
-        One future and one timer handle per wait, not ``asyncio.timeout()``: this runs once
-        per command round trip, and the context manager's bookkeeping (current task,
-        reschedule, uncancel) cost more than the rest of the wait. ``_answer_now`` may
-        replace the timer (a command answered while waiting moves the deadline).
+        One future per wait, not ``asyncio.timeout()``: this runs once per command round
+        trip, and the context manager's bookkeeping (current task, reschedule, uncancel) cost
+        more than the rest of the wait. And one timer for many waits: deadlines mostly move
+        later, so a timer armed for an earlier wait is left running and, when it fires before
+        the current wait's end, re-armed once (``_on_timer``) instead of a timer made and
+        cancelled per command. ``_answer_now`` moves the current wait's end the same way.
         """
         if self._stopping and not self.core.in_data:
             return True
-        self._waiter = waiter = self.loop.create_future()
-        self._timer = self.loop.call_later(timeout, _expire, waiter)
+        loop = self.loop
+        self._wait_until = until = loop.time() + timeout
+        if self._timer is None or self._timer_at > until:
+            self._arm(until)
+        self._waiter = waiter = loop.create_future()
         try:
             return await waiter is not False
         finally:
+            self._waiter = None
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer_at = when
+
+    def _on_timer(self) -> None:
+        """The kept timer fired: the current wait for input ran out of time (its result
+        False; input sets None), or its end moved later (armed again for it), or no wait is
+        in progress (the next one arms a timer)."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self.loop.time() < self._wait_until - TIMER_SLACK:
+            self._arm(self._wait_until)
+        else:
+            waiter.set_result(False)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-            self._waiter = None
 
     def _answer_now(self) -> bool:
         """Answer AUTH right here, in the read callback, when the reply is known without
@@ -347,11 +374,8 @@ class _Session(asyncio.Protocol):
         data = core.data_to_send()
         if data:
             self.transport.write(data)
-        timeout = self.server.spec.command_timeout
-        self._deadline = self.loop.time() + timeout
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(timeout, _expire, self._waiter)
+        # The next command's deadline starts now; the kept timer catches up when it fires.
+        self._deadline = self._wait_until = self.loop.time() + self.server.spec.command_timeout
         return True
 
     def request_stop(self) -> None:
@@ -377,6 +401,7 @@ class _Session(asyncio.Protocol):
                 self.transport.write(Reply(421, f"4.3.0 {self.server.hostname} Error: internal error").to_bytes())
             reason = "error"
         finally:
+            self._disarm()          # a kept timer would hold the ended session until it fires
             if self.transport is not None:
                 self.transport.close()
             self.server._release(self)
@@ -398,9 +423,11 @@ class _Session(asyncio.Protocol):
         core.greet(decision.banner)
         # A command must be complete within command_timeout of the previous one: a client
         # trickling a byte at a time cannot hold the connection by resetting a per-read timer.
-        # The clock starts when we begin waiting after the last command was handled.
+        # The clock starts when we begin waiting after the last command was handled, be it
+        # one the core answers itself (NOOP, an error) or one handed to us as an event.
         self._deadline = self.loop.time() + spec.command_timeout
         progressed = False
+        lines = core.lines
         while True:
             event = self._held
             if event is not None:
@@ -409,8 +436,9 @@ class _Session(asyncio.Protocol):
                 event = core.next_event()
             if event is not NEED_DATA and event is not PAUSED:
                 progressed = True
-            elif progressed:
+            elif progressed or core.lines != lines:
                 progressed = False
+                lines = core.lines
                 self._deadline = self.loop.time() + spec.command_timeout
             if event is NEED_DATA or event is PAUSED:
                 if core.tls_pending:

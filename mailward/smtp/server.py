@@ -115,6 +115,7 @@ class ServerConnection:
         self.authenticated = False
         self.errors = 0
         self.messages = 0
+        self.lines = 0          # command and AUTH lines taken in (a driver's deadlines follow it)
         self.close_reason: str | None = None
         self._reset_transaction()
 
@@ -214,6 +215,7 @@ class ServerConnection:
             if line is LineReader.TOO_LONG:
                 self._error(R_TOO_LONG)
                 continue
+            self.lines += 1
             if self._phase == _AUTH:
                 self._auth_line(line)
             else:

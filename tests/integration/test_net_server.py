@@ -701,3 +701,62 @@ def test_command_trickled_byte_by_byte_still_times_out():
     took, line = asyncio.run(main())
     assert line.startswith(b"421")
     assert took < 4.0
+
+
+def test_command_deadline_moves_with_each_command():
+    """One timer serves many waits: a command in time pushes the deadline on, and the idle
+    connection still times out one command timeout after its last command."""
+    with ServerThread(spec(command_timeout=0.6)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        start = time.monotonic()
+        for _ in range(5):                      # 1.5 s in all: past the first wait's end
+            s.sendall(b"NOOP\r\n")
+            assert f.readline().startswith(b"250")
+            time.sleep(0.3)
+        assert time.monotonic() - start > 1.2
+        last = time.monotonic() - 0.3
+        assert f.readline() == b"421 4.4.2 mx.test Error: timeout exceeded\r\n"
+        assert 0.4 < time.monotonic() - last < 2.5
+        s.close()
+        assert srv.wait_for(lambda: srv.closes() == [("close", "timeout")])
+
+
+def test_ended_sessions_leave_no_timer_behind():
+    """The kept timer is cancelled when a session ends: a closed session must not stay
+    referenced by a timer for up to the command timeout."""
+    from mailward.net.server import ConnectDecision, ListenerSpec, serve_listener
+
+    class H:
+        async def on_connect(self, conn):
+            return ConnectDecision.accept("t ESMTP")
+
+        def ehlo_keywords(self):
+            return []
+
+        async def on_close(self, reason):
+            pass
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await serve_listener(ListenerSpec(name="T", command_timeout=300.0), None, H, hostname="t")
+
+        def clients():
+            for _ in range(20):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                    f = s.makefile("rb")
+                    f.readline()
+                    s.sendall(b"EHLO c\r\nNOOP\r\nQUIT\r\n")
+                    while f.readline():
+                        pass
+
+        await loop.run_in_executor(None, clients)
+        for _ in range(50):                     # let the sessions' tasks finish
+            await asyncio.sleep(0.01)
+        live = [h for h in loop._scheduled if not h.cancelled()]
+        await server.close()
+        return live
+
+    live = asyncio.run(main())
+    assert len(live) <= 2, live
