@@ -62,6 +62,8 @@ class MailLogWriter:
         self._stamp = ""
         self._when = datetime.fromtimestamp(0)
         self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None     # the loop flushes were last scheduled on
+        self._loop_thread = 0                                    # and the thread it runs in
         self._closed = False
         self._fh = None
         self._chain_fh = None
@@ -125,13 +127,19 @@ class MailLogWriter:
             self._batch.append(line)
             if self._scheduled:
                 return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is None:
-                self._flush_locked()
-                return
+            loop = self._loop
+            if loop is None or not loop.is_running() or threading.get_ident() != self._loop_thread:
+                # Asked only when the loop seen last is not running in this thread: on Python
+                # 3.11 every get_running_loop() is a getpid system call, and a message's log
+                # lines start several batches.
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                if loop is None:
+                    self._flush_locked()
+                    return
+                self._loop, self._loop_thread = loop, threading.get_ident()
             self._scheduled = True
         try:
             loop.call_soon(self._flush_scheduled)

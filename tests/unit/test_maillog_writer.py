@@ -266,3 +266,35 @@ def test_each_line_carries_its_own_second_across_second_and_day_boundaries(tmp_p
     w.close()
     stamps = [ln[:24] for ln in _read(tmp_path / "mail_logs" / "mail.current")[3:]]
     assert stamps == ["Wed Apr 22 05:43:59 2009"] * 3 + ["Wed Apr 22 05:44:01 2009", "Thu Apr 23 05:43:59 2009"]
+
+
+def test_a_later_loop_in_the_same_thread_gets_the_flushes(tmp_path):
+    """The writer remembers the loop it scheduled on; a second loop after the first ended (as
+    in two asyncio.run calls) must still get its batches flushed, and a thread without a loop
+    writes at once even while another thread's loop runs."""
+    import threading
+
+    w = _writer(tmp_path)
+
+    async def batch(start):
+        for i in range(start, start + 3):
+            w.emit(ev.IcidClose(i))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(batch(1))
+    asyncio.run(batch(4))
+    assert [x.rsplit(" ", 2)[-2] for x in _read(w.path)[3:]] == ["1", "2", "3", "4", "5", "6"]
+
+    async def with_other_thread():
+        t = threading.Thread(target=lambda: w.emit(ev.IcidClose(99)))
+        t.start()
+        t.join()
+        assert _read(w.path)[-1].endswith("ICID 99 close")    # written by that thread, at once
+        w.emit(ev.IcidClose(7))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(with_other_thread())
+    assert _read(w.path)[-1].endswith("ICID 7 close")
+    w.close()
