@@ -73,6 +73,7 @@ class ServerConfig:
     text_line_limit: int = 1000                 # RFC 5321 §4.5.3.1.6, CRLF included
     bare_newline: str = "reject"                # reject | normalize (Postfix smtpd_forbid_bare_newline)
     max_errors: int = 20                        # Postfix smtpd_hard_error_limit
+    max_junk_commands: int = 100                # Postfix smtpd_junk_command_limit (NOOP, RSET, VRFY, HELP)
     max_messages: int | None = None             # per connection; None = no limit
     tls_available: bool = False                 # a TLS context exists for STARTTLS
     implicit_tls: bool = False                  # the connection is TLS from the first byte
@@ -116,6 +117,7 @@ class ServerConnection:
         self.errors = 0
         self.messages = 0
         self.lines = 0          # command and AUTH lines taken in (a driver's deadlines follow it)
+        self.junk = 0           # NOOP, RSET, VRFY, HELP since the last accepted message
         self.close_reason: str | None = None
         self._reset_transaction()
 
@@ -399,14 +401,31 @@ class ServerConnection:
             return
         self._emit(DataStart())
 
+    def _junk(self) -> bool:
+        """Count a NOOP, RSET, VRFY or HELP. Past ``max_junk_commands`` since the last accepted
+        message each one also counts as an error, as Postfix's smtpd_junk_command_limit does:
+        every command moves the command deadline, so without this a client could hold a
+        connection for ever with them. False: the error limit closed the session."""
+        self.junk += 1
+        if self.junk <= self.config.max_junk_commands:
+            return True
+        self.errors += 1
+        if self.errors >= self.config.max_errors:
+            self._send(Reply(421, f"4.7.0 {self.config.hostname} Error: too many errors"))
+            self._close("limit")
+            return False
+        return True
+
     def _rset(self, arg: str) -> None:
         if arg:
             self._error(Reply(501, "5.5.4 Syntax: RSET"))
             return
-        self._emit(Rset())
+        if self._junk():
+            self._emit(Rset())
 
     def _noop(self, arg: str) -> None:
-        self._send(R_OK)
+        if self._junk():
+            self._send(R_OK)
 
     def _quit(self, arg: str) -> None:
         self._send(R_BYE)
@@ -416,10 +435,12 @@ class ServerConnection:
         if not arg:
             self._error(Reply(501, "5.5.4 Syntax: VRFY address"))
             return
-        self._send(R_VRFY)
+        if self._junk():
+            self._send(R_VRFY)
 
     def _help(self, arg: str) -> None:
-        self._send(R_HELP)
+        if self._junk():
+            self._send(R_HELP)
 
     def _not_implemented(self, arg: str) -> None:
         self._error(R_NOT_IMPL)
@@ -562,6 +583,7 @@ class ServerConnection:
             reply = reply or event.error or R_DEFAULT[DataEnd]
             if reply.is_positive:
                 self.messages += 1
+                self.junk = 0           # as Postfix: the junk count starts again after a message
             self._reset_transaction()
             self._send(reply)
         elif kind is Rset:

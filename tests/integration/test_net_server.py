@@ -624,12 +624,13 @@ def test_peer_that_never_reads_is_cut_off():
         s.connect(("127.0.0.1", srv.port))
         s.settimeout(5)
         s.sendall(b"HELO c\r\n")
-        # thousands of pipelined NOOPs whose replies we never read fill the server's send buffer
+        # thousands of pipelined EHLOs (not junk commands: NOOPs would reach the junk limit
+        # first) whose replies we never read fill the server's send buffer
         s.setblocking(False)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and not srv.closes():
             try:
-                s.send(b"NOOP\r\n" * 2000)
+                s.send(b"EHLO c\r\n" * 2000)
             except (BlockingIOError, ConnectionError):
                 time.sleep(0.02)
         assert srv.wait_for(lambda: srv.closes() == [("close", "timeout")], timeout=5), srv.closes()
@@ -760,3 +761,23 @@ def test_ended_sessions_leave_no_timer_behind():
 
     live = asyncio.run(main())
     assert len(live) <= 2, live
+
+
+def test_noop_flood_is_cut_by_the_junk_limit():
+    """Over a real socket: NOOPs are answered, but past the junk limit (100, Postfix's) each
+    counts as an error and the error limit (20) ends the session with 421."""
+    with ServerThread(spec()) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"NOOP\r\n" * 150)
+        replies = []
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            replies.append(line)
+        s.close()
+        assert replies[:119] == [b"250 2.0.0 Ok\r\n"] * 119
+        assert replies[119:] == [b"421 4.7.0 mx.test Error: too many errors\r\n"]
+        assert srv.wait_for(lambda: srv.closes() == [("close", "limit")])

@@ -168,6 +168,23 @@ def test_too_many_errors_closes():
     assert s.conn.closed and s.of(ev.Closed) == [ev.Closed("limit")]
 
 
+def test_junk_commands_past_the_limit_count_as_errors():
+    # NOOP, RSET, VRFY and HELP move the command deadline like any command: past the junk
+    # limit each also counts as an error, so they cannot hold a connection for ever.
+    s = Script(max_junk_commands=3, max_errors=2).send(b"NOOP\r\nRSET\r\nHELP\r\nVRFY x\r\nNOOP\r\nNOOP\r\n")
+    assert s.codes() == [250, 250, 214, 252, 421]
+    assert s.conn.closed and s.of(ev.Closed) == [ev.Closed("limit")]
+
+
+def test_junk_count_starts_again_after_an_accepted_message():
+    s = Script(max_junk_commands=2, max_errors=1)
+    s.send(EHLO + b"NOOP\r\nNOOP\r\n" + ENVELOPE[len(EHLO):] + b"hi\r\n.\r\n")
+    s.send(b"RSET\r\nNOOP\r\n")             # two more after the message: still free
+    assert s.codes()[-4:] == [354, 250, 250, 250] and not s.conn.closed
+    s.send(b"NOOP\r\n")                       # the third: one error, and the limit is 1
+    assert s.codes()[-1] == 421 and s.conn.closed
+
+
 def test_quit_and_eof():
     s = Script().send(b"QUIT\r\nNOOP\r\n")
     assert s.codes() == [221] and s.of(ev.Closed) == [ev.Closed("quit")]
