@@ -34,6 +34,11 @@ from .recovery import SEGMENTS, LARGE, seg_path
 log = logging.getLogger(__name__)
 
 
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 @dataclass(slots=True)
 class LargeBody:
     fd: int               # open spill file still to be fsynced and closed, or -1 if done
@@ -76,7 +81,10 @@ class Committer:
         if seg:
             self.fd = os.open(seg_path(root, seg), os.O_WRONLY)
         self._queue: list[Pending] = []
-        self._wake = asyncio.Event()
+        # The committer task's wait for work: a future of the kept loop, resolved by submit()
+        # and close(). Not an asyncio.Event and wait_for(): one waiter only, and those cost a
+        # getpid system call per wait on 3.11 (and wait_for a task per lazy wait).
+        self._waiter: asyncio.Future | None = None
         self._closing = False
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None   # set by start(), before any use
@@ -108,8 +116,25 @@ class Committer:
         item = Pending(data, loop.create_future(), large, on_durable,
                        loop.time() + self.lazy_delay if lazy else 0.0)
         self._queue.append(item)
-        self._wake.set()
+        self._signal()
         return item
+
+    def _signal(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _wait(self, timeout: float | None = None) -> None:
+        """Until ``_signal`` (new work, closing) or ``timeout`` seconds."""
+        loop = self._loop
+        self._waiter = w = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, w) if timeout is not None else None
+        try:
+            await w
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def _lazy_wait(self) -> float:
         """Seconds the current queue may still wait (0 when a batch must start now)."""
@@ -128,7 +153,7 @@ class Committer:
 
     async def close(self) -> None:
         self._closing = True
-        self._wake.set()
+        self._signal()
         if self._task is not None:
             await self._task
         self._pool.shutdown(wait=True)
@@ -142,16 +167,11 @@ class Committer:
             if not self._queue:
                 if self._closing:
                     return
-                self._wake.clear()
-                await self._wake.wait()
+                await self._wait()
                 continue
             wait = self._lazy_wait()
             if wait > 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
-                except TimeoutError:
-                    pass
+                await self._wait(wait)
                 continue
             if self.window > 0:
                 await asyncio.sleep(self.window)
