@@ -29,6 +29,7 @@ from ..maillog.events import (Bounced, Delayed, DeliveryResponse, DeliveryStart,
 from ..maillog.sink import EventSink
 from ..net.dns import Resolver
 from ..queue.model import Envelope, QueuedMessage, RcptState
+from ..wakeup import Wakeup
 from .agent import Agent, AgentSettings, Counter, Credentials, HostsExhausted, Session
 from .client import ConnectionStale
 from .dsn import FailedRecipient, build_dsn, original_headers, wants_dsn
@@ -120,7 +121,7 @@ class QueueManager:
         self._locked: set[int] = set()           # MIDs the scheduler must not pick (admin, bounce being announced)
         self._dests: dict[str, _Destination] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._wake = asyncio.Event()
+        self._wake: Wakeup | None = None          # the scheduler's wait (start(); see wakeup.py)
         self._flush = False
         self._stopping = False
         self._runner: asyncio.Task | None = None
@@ -134,6 +135,7 @@ class QueueManager:
     async def start(self) -> None:
         self._total = asyncio.Semaphore(self.settings.total_concurrency)
         self._schedule = Schedule(self.spool, rescan_interval=self.settings.scan_interval, clock=self.clock)
+        self._wake = Wakeup(asyncio.get_running_loop())
         self.spool.on_commit(self._on_commit)
         self._runner = asyncio.create_task(self._run(), name="delivery-scheduler")
         if self.control_path is not None:
@@ -154,7 +156,8 @@ class QueueManager:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def wake(self) -> None:
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
 
     async def flush(self) -> int:
         """Try every queued message now, ignoring retry times (``postqueue -f``)."""
@@ -191,11 +194,7 @@ class QueueManager:
                     self._start_round(msg, now)
             except Exception:   # a bug in one pass must not stop delivery for good
                 log.exception("delivery scheduler pass failed")
-            try:
-                async with asyncio.timeout(max(self._schedule.seconds_to_next(), 0.01)):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await self._wake.wait(max(self._schedule.seconds_to_next(), 0.01))
 
     def _on_commit(self, msg: QueuedMessage) -> None:
         if self._schedule is not None:

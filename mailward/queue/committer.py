@@ -26,17 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..wakeup import Wakeup
 from .fsops import FileOps
 from .model import SpoolError
 from .records import MAGIC
 from .recovery import SEGMENTS, LARGE, seg_path
 
 log = logging.getLogger(__name__)
-
-
-def _resolve(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 @dataclass(slots=True)
@@ -81,10 +77,7 @@ class Committer:
         if seg:
             self.fd = os.open(seg_path(root, seg), os.O_WRONLY)
         self._queue: list[Pending] = []
-        # The committer task's wait for work: a future of the kept loop, resolved by submit()
-        # and close(). Not an asyncio.Event and wait_for(): one waiter only, and those cost a
-        # getpid system call per wait on 3.11 (and wait_for a task per lazy wait).
-        self._waiter: asyncio.Future | None = None
+        self._wake: Wakeup | None = None      # the committer task's wait for work (start())
         self._closing = False
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None   # set by start(), before any use
@@ -101,6 +94,8 @@ class Committer:
         # The loop is kept, not asked for per commit: on Python 3.11 every
         # asyncio.get_running_loop() is a getpid() system call.
         self._loop = asyncio.get_running_loop()
+        # A Wakeup, not an asyncio.Event with wait_for: see wakeup.py.
+        self._wake = Wakeup(self._loop)
         self._task = self._loop.create_task(self._run(), name="spool-committer")
 
     def submit(self, data: bytes, *, large: LargeBody | None = None,
@@ -116,25 +111,8 @@ class Committer:
         item = Pending(data, loop.create_future(), large, on_durable,
                        loop.time() + self.lazy_delay if lazy else 0.0)
         self._queue.append(item)
-        self._signal()
+        self._wake.set()
         return item
-
-    def _signal(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    async def _wait(self, timeout: float | None = None) -> None:
-        """Until ``_signal`` (new work, closing) or ``timeout`` seconds."""
-        loop = self._loop
-        self._waiter = w = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, w) if timeout is not None else None
-        try:
-            await w
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
 
     def _lazy_wait(self) -> float:
         """Seconds the current queue may still wait (0 when a batch must start now)."""
@@ -153,7 +131,8 @@ class Committer:
 
     async def close(self) -> None:
         self._closing = True
-        self._signal()
+        if self._wake is not None:
+            self._wake.set()
         if self._task is not None:
             await self._task
         self._pool.shutdown(wait=True)
@@ -167,11 +146,13 @@ class Committer:
             if not self._queue:
                 if self._closing:
                     return
-                await self._wait()
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             wait = self._lazy_wait()
             if wait > 0:
-                await self._wait(wait)
+                self._wake.clear()
+                await self._wake.wait(wait)
                 continue
             if self.window > 0:
                 await asyncio.sleep(self.window)
