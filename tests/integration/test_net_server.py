@@ -658,6 +658,20 @@ def test_factory_failure_does_not_leak_a_slot(caplog):
     assert any("factory broke" in (r.exc_text or str(r.exc_info)) for r in caplog.records)
 
 
+class _AcceptAll:
+    """The least a listener needs from a session handler: accept, no keywords, no close work."""
+
+    async def on_connect(self, conn):
+        from mailward.net.server import ConnectDecision
+        return ConnectDecision.accept("t ESMTP")
+
+    def ehlo_keywords(self):
+        return []
+
+    async def on_close(self, reason):
+        pass
+
+
 def test_command_trickled_byte_by_byte_still_times_out():
     """The command timeout is a deadline for the whole command, not a per-read timer."""
     import socket as _socket
@@ -665,16 +679,7 @@ def test_command_trickled_byte_by_byte_still_times_out():
 
     from mailward.net.server import ListenerSpec, serve_listener
 
-    class H:
-        async def on_connect(self, conn):
-            from mailward.net.server import ConnectDecision
-            return ConnectDecision.accept("t ESMTP")
-
-        def ehlo_keywords(self):
-            return []
-
-        async def on_close(self, reason):
-            pass
+    H = _AcceptAll
 
     async def main():
         server = await serve_listener(ListenerSpec(name="T", command_timeout=0.8), None, H, hostname="t")
@@ -727,21 +732,12 @@ def test_command_deadline_moves_with_each_command():
 def test_ended_sessions_leave_no_timer_behind():
     """The kept timer is cancelled when a session ends: a closed session must not stay
     referenced by a timer for up to the command timeout."""
-    from mailward.net.server import ConnectDecision, ListenerSpec, serve_listener
-
-    class H:
-        async def on_connect(self, conn):
-            return ConnectDecision.accept("t ESMTP")
-
-        def ehlo_keywords(self):
-            return []
-
-        async def on_close(self, reason):
-            pass
+    from mailward.net.server import ListenerSpec, serve_listener
 
     async def main():
         loop = asyncio.get_running_loop()
-        server = await serve_listener(ListenerSpec(name="T", command_timeout=300.0), None, H, hostname="t")
+        server = await serve_listener(ListenerSpec(name="T", command_timeout=300.0), None, _AcceptAll,
+                                      hostname="t")
 
         def clients():
             for _ in range(20):
