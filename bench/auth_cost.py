@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from relay import Cell, CountingSink, MailwardRelay, client_command, stop_process  # noqa: E402
+from relay import (Cell, CountingSink, MailwardRelay, client_command, remove_unless_kept,  # noqa: E402
+                   stop_process)
 
 GOAL = 0.10  # issue 7: AUTH PLAIN on every connection costs the gateway at most 10 %
 MODES = ("client", "auth")
@@ -242,10 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        if args.keep:
-            print(f"kept {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_unless_kept(tmp, args.keep)
 
 
 if __name__ == "__main__":

@@ -811,10 +811,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130
     finally:
-        if args.keep:
-            print(f"kept {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_unless_kept(tmp, args.keep)
+
+
+def remove_unless_kept(tmp: Path, keep: bool) -> None:
+    """A run's temp dir: removed, or (``--keep``) left for inspection and named on stderr."""
+    if keep:
+        print(f"kept {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

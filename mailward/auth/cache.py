@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from .base import AuthOutcome, Credentials, Verdict, password_of
 
 
-
 class CredentialCache:
     """Positive-only, LRU-bounded, TTL-limited cache of verified credentials.
 

@@ -242,10 +242,16 @@ class ServerConnection:
     def _error(self, reply: Reply) -> None:
         """A client error answered by the core; too many of them end the session."""
         self._send(reply)
+        self._count_error()
+
+    def _count_error(self) -> bool:
+        """One more client error; at ``max_errors`` the session ends with 421 (False then)."""
         self.errors += 1
         if self.errors >= self.config.max_errors:
             self._send(Reply(421, f"4.7.0 {self.config.hostname} Error: too many errors"))
             self._close("limit")
+            return False
+        return True
 
     # --- DATA ----------------------------------------------------------------------------
 
@@ -407,14 +413,7 @@ class ServerConnection:
         every command moves the command deadline, so without this a client could hold a
         connection for ever with them. False: the error limit closed the session."""
         self.junk += 1
-        if self.junk <= self.config.max_junk_commands:
-            return True
-        self.errors += 1
-        if self.errors >= self.config.max_errors:
-            self._send(Reply(421, f"4.7.0 {self.config.hostname} Error: too many errors"))
-            self._close("limit")
-            return False
-        return True
+        return self.junk <= self.config.max_junk_commands or self._count_error()
 
     def _rset(self, arg: str) -> None:
         if arg:
